@@ -1,0 +1,197 @@
+"""Pytree helpers shared by every part of prune_jax.
+
+Everything here is a small pure function over pytrees. The rest of the package speaks in
+pytrees (parameters, masks, probe vectors); this module is the only place that knows how to
+flatten them, measure them, name their leaves and validate them.
+
+Vocabulary (SPEC.md, preamble): a *prunable* leaf is one whose entries global/layer/neuron
+pruning may remove. By default these are the ``kernel`` leaves of Flax ``Dense``/``Conv``
+layers; biases and normalisation parameters are never prunable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+PyTree = Any
+Array = jax.Array
+KeyPath = tuple[Any, ...]
+Prunable = Callable[[str, Array], bool]
+
+__all__ = [
+    "Array",
+    "PyTree",
+    "check_finite",
+    "check_same_structure",
+    "default_prunable",
+    "leaf_names",
+    "prunable_leaves",
+    "prunable_tree",
+    "ravel",
+    "tree_add_scaled",
+    "tree_dot",
+    "tree_norm",
+    "tree_random_like",
+    "tree_size",
+    "tree_zeros_like",
+]
+
+
+# --------------------------------------------------------------------------- flattening
+
+def ravel(tree: PyTree) -> tuple[Array, Callable[[Array], PyTree]]:
+    """Flatten ``tree`` into one vector; return it and the inverse map.
+
+    Thin wrapper over :func:`jax.flatten_util.ravel_pytree` (dtype promotion included), kept so
+    that the rest of the package has one import for it.
+    """
+    return ravel_pytree(tree)
+
+
+def tree_size(tree: PyTree) -> int:
+    """Total number of scalar entries in ``tree`` (the dimension ``D`` of SPEC.md)."""
+    return int(sum(np.prod(np.shape(x), dtype=np.int64) for x in jax.tree.leaves(tree)))
+
+
+# --------------------------------------------------------------------------- algebra
+
+def tree_dot(a: PyTree, b: PyTree) -> Array:
+    """Euclidean inner product ``<a, b>`` of two pytrees with the same structure."""
+    parts = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.vdot(x, y), a, b))
+    return sum(parts[1:], parts[0]) if parts else jnp.zeros(())
+
+
+def tree_norm(a: PyTree) -> Array:
+    """Euclidean (l2) norm of a pytree taken as one flat vector."""
+    return jnp.sqrt(tree_dot(a, a))
+
+
+def tree_add_scaled(a: PyTree, scale: Array | float, b: PyTree) -> PyTree:
+    """Return ``a + scale * b`` leaf by leaf (the BLAS ``axpy``), keeping ``a``'s dtypes."""
+    return jax.tree.map(lambda x, y: (x + scale * y).astype(x.dtype), a, b)
+
+
+def tree_zeros_like(a: PyTree) -> PyTree:
+    """A pytree of zeros with the structure, shapes and dtypes of ``a``."""
+    return jax.tree.map(jnp.zeros_like, a)
+
+
+def tree_random_like(key: Array, like: PyTree, kind: str = "rademacher") -> PyTree:
+    """Random pytree shaped like ``like``: ``"rademacher"`` (+-1) or ``"normal"`` entries.
+
+    One independent key per leaf is split from ``key``; dtypes follow ``like``.
+    """
+    if kind not in ("rademacher", "normal"):
+        raise ValueError(f"kind must be 'rademacher' or 'normal', got {kind!r}")
+    leaves, treedef = jax.tree.flatten(like)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    out = []
+    for k, leaf in zip(keys, leaves, strict=False):
+        shape, dtype = jnp.shape(leaf), jnp.result_type(leaf)
+        if kind == "rademacher":
+            out.append(jax.random.rademacher(k, shape, dtype=dtype))
+        else:
+            out.append(jax.random.normal(k, shape, dtype=dtype))
+    return jax.tree.unflatten(treedef, out)
+
+
+# --------------------------------------------------------------------------- naming
+
+def _key_name(entry: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def path_name(path: KeyPath) -> str:
+    """Render a JAX key path as ``"Dense_0/kernel"`` (slash-separated, no brackets)."""
+    return "/".join(_key_name(p) for p in path)
+
+
+def leaf_names(tree: PyTree) -> list[str]:
+    """Slash-separated names of the leaves of ``tree`` in ``jax.tree.leaves`` order."""
+    return [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+# --------------------------------------------------------------------------- prunable leaves
+
+def default_prunable(name: str, leaf: Array) -> bool:
+    """Default prunable rule (SPEC 2.4, 3.2): kernels of Dense/Conv layers (``.../kernel``).
+
+    Biases, BatchNorm/LayerNorm ``scale``/``bias`` and running statistics are never prunable.
+    """
+    return name.split("/")[-1] == "kernel" and jnp.ndim(leaf) >= 2
+
+
+def prunable_tree(params: PyTree, prunable: Prunable | PyTree | None = None) -> PyTree:
+    """Boolean pytree (one Python bool per leaf) saying which leaves may be pruned.
+
+    ``prunable`` is ``None`` (use :func:`default_prunable`), a predicate
+    ``(name, leaf) -> bool`` on slash-separated leaf names, or a pytree of bools with the
+    structure of ``params``.
+    """
+    if prunable is None:
+        prunable = default_prunable
+    if callable(prunable):
+        flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+        return jax.tree.unflatten(treedef, [bool(prunable(path_name(p), x)) for p, x in flat])
+    check_same_structure(params, prunable, "params", "prunable")
+    return jax.tree.map(bool, prunable)
+
+
+def prunable_leaves(params: PyTree, prunable: Prunable | PyTree | None = None) -> list[Array]:
+    """The prunable leaves of ``params`` (in ``jax.tree.leaves`` order)."""
+    flags = jax.tree.leaves(prunable_tree(params, prunable))
+    leaves = jax.tree.leaves(params)
+    chosen = [x for x, f in zip(leaves, flags, strict=True) if f]
+    if not chosen:
+        raise ValueError("prunable: no leaf of params is prunable (expected Dense/Conv 'kernel's)")
+    return chosen
+
+
+# --------------------------------------------------------------------------- validation
+
+def check_same_structure(a: PyTree, b: PyTree, name_a: str, name_b: str,
+                         *, shapes: bool = True) -> None:
+    """Raise ``ValueError`` naming both arguments unless ``a`` and ``b`` match.
+
+    Checks the tree structure and, with ``shapes=True``, every leaf shape.
+    """
+    sa, sb = jax.tree.structure(a), jax.tree.structure(b)
+    if sa != sb:
+        raise ValueError(f"{name_b} must have the same tree structure as {name_a}; "
+                         f"got {sb} and {sa}")
+    if shapes:
+        for na, xa, xb in zip(leaf_names(a), jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            if jnp.shape(xa) != jnp.shape(xb):
+                raise ValueError(f"{name_b} leaf {na!r} has shape {jnp.shape(xb)}, "
+                                 f"but {name_a} has {jnp.shape(xa)}")
+
+
+def check_finite(tree: PyTree, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` if any leaf holds NaN or Inf (host-side check).
+
+    Use outside ``jit`` (it pulls one boolean per leaf to the host).
+    """
+    for n, x in zip(leaf_names(tree), jax.tree.leaves(tree), strict=True):
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact) and not bool(jnp.all(jnp.isfinite(x))):
+            raise ValueError(f"{name} contains NaN or Inf (leaf {n!r})")
+
+
+def check_floating(tree: PyTree, name: str) -> None:
+    """Raise ``TypeError`` naming ``name`` unless every leaf has a floating dtype."""
+    for n, x in zip(leaf_names(tree), jax.tree.leaves(tree), strict=True):
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise TypeError(f"{name} leaf {n!r} must be floating point, got {jnp.result_type(x)}")
+
+
+def stack_trees(trees: Sequence[PyTree]) -> PyTree:
+    """Stack a sequence of same-structured pytrees along a new leading axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
