@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/prune-jax spectrum --out $(OUT)/spectrum
+	$(VENV)/bin/prune-jax limit --out $(OUT)/limit
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check prune_jax tests benchmarks

@@ -1,11 +1,97 @@
 """prune_jax: a JAX-native functional toolkit for neural-network pruning.
 
-The public API is re-exported here and nothing else happens at import time.
-See README.md and docs/ for the guide; SPEC.md (in ../shared) for the mathematics.
+The public API is re-exported here and nothing else happens at import time. Subpackages:
+:mod:`prune_jax.curvature` (SPEC 1), :mod:`prune_jax.limits` (SPEC 2),
+:mod:`prune_jax.sparsity` (SPEC 3), :mod:`prune_jax.slth` (SPEC 4), :mod:`prune_jax.models`,
+:mod:`prune_jax.data`, :mod:`prune_jax.experiments` (pipelines) and :mod:`prune_jax.plots`.
 """
 
 from prune_jax import tree
+from prune_jax.curvature import (
+    LanczosResult,
+    SpectralQuadrature,
+    TopEigenpairs,
+    TraceEstimate,
+    dataset_hvp,
+    hessian_row_zero_mass,
+    hutchinson_trace,
+    hvp,
+    hvp_operator,
+    lanczos,
+    slq,
+    slq_zero_mass,
+    top_eigenvalues,
+    tridiagonal_eigh,
+)
+from prune_jax.limits import (
+    LossTolerance,
+    SparsityLimit,
+    ellipsoid_gaussian_width,
+    loss_tolerance,
+    predict_sparsity_limit,
+    projected_width_fraction,
+    trace_width_bound,
+)
+from prune_jax.sparsity import (
+    SAP,
+    LotteryTicket,
+    OneShot,
+    PruneStepResult,
+    SparsityReport,
+    apply_mask,
+    fraction_step,
+    gini_index,
+    keep_pruned,
+    l1,
+    l1_prox,
+    magnitude_mask,
+    pq_index,
+    pqi_retained_bound,
+    prune_step,
+    sap_step,
+    sparsity_report,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["tree"]
+__all__ = [
+    "SAP",
+    "LanczosResult",
+    "LossTolerance",
+    "LotteryTicket",
+    "OneShot",
+    "PruneStepResult",
+    "SparsityLimit",
+    "SparsityReport",
+    "SpectralQuadrature",
+    "TopEigenpairs",
+    "TraceEstimate",
+    "apply_mask",
+    "dataset_hvp",
+    "ellipsoid_gaussian_width",
+    "fraction_step",
+    "gini_index",
+    "hessian_row_zero_mass",
+    "hutchinson_trace",
+    "hvp",
+    "hvp_operator",
+    "keep_pruned",
+    "l1",
+    "l1_prox",
+    "lanczos",
+    "loss_tolerance",
+    "magnitude_mask",
+    "pq_index",
+    "pqi_retained_bound",
+    "predict_sparsity_limit",
+    "projected_width_fraction",
+    "prune_step",
+    "sap_step",
+    "slq",
+    "slq_zero_mass",
+    "sparsity_report",
+    "top_eigenvalues",
+    "trace_width_bound",
+    "tree",
+    "tridiagonal_eigh",
+]

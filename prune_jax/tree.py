@@ -29,8 +29,10 @@ __all__ = [
     "PyTree",
     "check_finite",
     "check_same_structure",
+    "combine",
     "default_prunable",
     "leaf_names",
+    "partition",
     "prunable_leaves",
     "prunable_tree",
     "ravel",
@@ -142,7 +144,7 @@ def prunable_tree(params: PyTree, prunable: Prunable | PyTree | None = None) -> 
     if callable(prunable):
         flat, treedef = jax.tree_util.tree_flatten_with_path(params)
         return jax.tree.unflatten(treedef, [bool(prunable(path_name(p), x)) for p, x in flat])
-    check_same_structure(params, prunable, "params", "prunable")
+    check_same_structure(params, prunable, "params", "prunable", shapes=False)
     return jax.tree.map(bool, prunable)
 
 
@@ -195,3 +197,21 @@ def check_floating(tree: PyTree, name: str) -> None:
 def stack_trees(trees: Sequence[PyTree]) -> PyTree:
     """Stack a sequence of same-structured pytrees along a new leading axis."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def partition(tree: PyTree, flags: PyTree) -> tuple[PyTree, PyTree]:
+    """Split ``tree`` by a bool pytree into ``(selected, rest)``; missing leaves are ``None``.
+
+    ``combine(selected, rest)`` rebuilds ``tree``. Use it to differentiate with respect to a
+    subset of the parameters (e.g. the prunable kernels, SPEC 2.3) without copying the rest.
+    """
+    check_same_structure(tree, flags, "tree", "flags", shapes=False)
+    selected = jax.tree.map(lambda x, f: x if f else None, tree, flags)
+    rest = jax.tree.map(lambda x, f: None if f else x, tree, flags)
+    return selected, rest
+
+
+def combine(selected: PyTree, rest: PyTree) -> PyTree:
+    """Inverse of :func:`partition`: take each leaf from whichever side is not ``None``."""
+    return jax.tree.map(lambda a, b: b if a is None else a, selected, rest,
+                        is_leaf=lambda x: x is None)

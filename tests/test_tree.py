@@ -63,3 +63,19 @@ def test_checks_name_the_argument():
         T.check_finite(bad, "params")
     with pytest.raises(TypeError, match="v leaf"):
         T.check_floating({"a": jnp.ones(2, jnp.int32)}, "v")
+
+
+def test_partition_combine_roundtrip_and_grad_subset():
+    p = _params()
+    sel, rest = T.partition(p, T.prunable_tree(p))
+    assert sel["Dense_0"]["bias"] is None and rest["Dense_0"]["kernel"] is None
+    assert T.tree_size(sel) == 6 + 18
+    back = T.combine(sel, rest)
+    jax.tree.map(np.testing.assert_array_equal, back, p)
+
+    def loss(s):
+        full = T.combine(s, rest)
+        return sum(jnp.sum(x ** 2) for x in jax.tree.leaves(full))
+
+    g = jax.grad(loss)(sel)
+    np.testing.assert_allclose(g["Conv_0"]["kernel"], 2 * p["Conv_0"]["kernel"])

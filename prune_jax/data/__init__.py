@@ -1,0 +1,42 @@
+"""Data layer: whole splits from tfds ``data_source`` or scikit-learn digits, on-device batching.
+
+``load`` returns a host :class:`Split` and its :class:`DatasetInfo`; ``epoch_indices`` and
+``preprocess`` run on the accelerator inside the training ``lax.scan``; ``padded_batches``
+covers a split exactly once for evaluation. Imports nothing from the core math.
+"""
+
+from __future__ import annotations
+
+from prune_jax.data.pipeline import (
+    crop_flip,
+    epoch_indices,
+    normalize,
+    padded_batches,
+    preprocess,
+    random_crop_flip,
+)
+from prune_jax.data.sources import (
+    DATASET_NAMES,
+    DatasetInfo,
+    Split,
+    dataset_info,
+    load,
+    load_digits,
+    split_from_source,
+)
+
+__all__ = [
+    "DATASET_NAMES",
+    "DatasetInfo",
+    "Split",
+    "crop_flip",
+    "dataset_info",
+    "epoch_indices",
+    "load",
+    "load_digits",
+    "normalize",
+    "padded_batches",
+    "preprocess",
+    "random_crop_flip",
+    "split_from_source",
+]

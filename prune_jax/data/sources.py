@@ -1,0 +1,206 @@
+"""Data sources: whole splits as contiguous host arrays, plus what the pipeline needs to know.
+
+``load(name, split)`` returns a :class:`Split` (all examples of the split in one array) and a
+:class:`DatasetInfo` (shape, classes, normalisation constants, augmentation). The training loop
+puts the split on the accelerator once and draws batches there (see ``pipeline.py``).
+
+Sources:
+
+* ``"digits"``: scikit-learn's embedded 8x8 digits (1,797 images, 10 classes), the offline
+  default. Deterministic stratified split, ``train_test_split(test_size=360, stratify=y,
+  random_state=0)``: 1,437 train / 360 test examples (35-37 test images per class). Pixels
+  (0..16) are scaled to float32 in [0, 1]; mean/std are those of the train split.
+* ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"cifar100"``: ``tfds.data_source``
+  (ArrayRecord, random access; TensorFlow is not needed to *read*). Records are read in bulk
+  (``__getitems__``, chunked) and copied into one preallocated uint8 array. Nothing is cached
+  outside ``data_dir`` (tfds's own directory). TensorFlow *is* needed once to *build* an image
+  data set (tfds encodes PNGs with ``tf.image``): prepare it with
+  ``tfds build mnist --file_format=array_record`` on a machine with TensorFlow, or copy a
+  prepared ``data_dir``. TinyImageNet has no tfds builder in tensorflow-datasets 4.9.10 and is
+  not offered.
+
+Normalisation constants (mean, std per channel, on [0, 1] pixels):
+MNIST (0.1307, 0.3081) and CIFAR-10/100 as in the fundamental-limit reference code (CIFAR-100
+constants are also the PQI code's; for CIFAR-10 the PQI code uses std (0.2023, 0.1994, 0.2010),
+not reproduced); Fashion-MNIST (0.2860, 0.3530), its train-set statistics. Augmentation:
+CIFAR "crop_flip" (random 32x32 crop of the 4-pixel zero-padded image + horizontal flip, the
+torchvision recipe of the fundamental-limit code; the PQI code pads by reflection instead),
+MNIST-like sets "none" (both papers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "DATASET_NAMES",
+    "SPLITS",
+    "DatasetInfo",
+    "Split",
+    "dataset_info",
+    "load",
+    "load_digits",
+    "split_from_source",
+]
+
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+class DatasetInfo(NamedTuple):
+    """Static description of a data set (hashable: usable as a static ``jit`` argument)."""
+
+    name: str
+    input_shape: tuple[int, ...]  # one example, (H, W, C)
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, on [0, 1]-scaled pixels
+    std: tuple[float, ...]
+    augment: str  # "none" | "crop_flip"
+
+
+class Split(NamedTuple):
+    """A whole split: ``x`` (N, H, W, C) uint8 (float32 in [0, 1] for digits), ``y`` (N,) int32."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+_INFOS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo("digits", (8, 8, 1), 10, (0.3054,), (0.3761,), "none"),
+    "mnist": DatasetInfo("mnist", (28, 28, 1), 10, (0.1307,), (0.3081,), "none"),
+    "fashion_mnist": DatasetInfo("fashion_mnist", (28, 28, 1), 10, (0.2860,), (0.3530,), "none"),
+    "cifar10": DatasetInfo("cifar10", (32, 32, 3), 10, (0.4914, 0.4822, 0.4465),
+                           (0.2470, 0.2435, 0.2616), "crop_flip"),
+    "cifar100": DatasetInfo("cifar100", (32, 32, 3), 100, (0.5071, 0.4865, 0.4409),
+                            (0.2673, 0.2564, 0.2762), "crop_flip"),
+}
+
+DATASET_NAMES: tuple[str, ...] = tuple(_INFOS)
+"""Names accepted by :func:`load`."""
+
+_DIGITS_TEST_SIZE = 360
+_DIGITS_SEED = 0
+_CHUNK = 4096  # records per bulk read
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of data set ``name`` (no data is read)."""
+    if name not in _INFOS:
+        raise ValueError(f"name must be one of {', '.join(DATASET_NAMES)}; got {name!r}")
+    return _INFOS[name]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def _check_max_examples(max_examples: int | None) -> None:
+    if max_examples is not None and (isinstance(max_examples, bool)
+                                     or not isinstance(max_examples, int) or max_examples < 1):
+        raise ValueError(f"max_examples must be None or a positive int, got {max_examples!r}")
+
+
+def load_digits(split: str = "train") -> Split:
+    """scikit-learn digits as 8x8x1 float32 images in [0, 1] with the documented stratified
+    1437/360 train/test split (``random_state=0``); indices keep the original order."""
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    _check_split(split)
+    digits = sk_load_digits()
+    labels = digits.target.astype(np.int32)
+    train, test = train_test_split(np.arange(len(labels)), test_size=_DIGITS_TEST_SIZE,
+                                   stratify=labels, random_state=_DIGITS_SEED)
+    idx = np.sort(train if split == "train" else test)
+    x = (digits.images[idx] / 16.0).astype(np.float32)[..., None]
+    return Split(x=np.ascontiguousarray(x), y=labels[idx])
+
+
+def _bulk_reader(source: Sequence[Any]) -> Callable[[list[int]], Sequence[Any]]:
+    """``keys -> records``: ``__getitems__`` (parallel ArrayRecord reads) when it works.
+
+    Falls back to one ``source[i]`` per key for plain sequences and for the data sources of
+    ``tfds.testing.mock_data`` in tensorflow-datasets 4.9.10, whose ``__getitems__`` mock is
+    bound wrongly and raises ``TypeError``.
+    """
+    getitems = getattr(source, "__getitems__", None)
+    if getitems is not None and len(source) > 0:
+        try:
+            getitems([0])
+        except TypeError:
+            getitems = None
+    if getitems is None:
+        return lambda keys: [source[k] for k in keys]
+    return getitems
+
+
+def split_from_source(source: Sequence[Mapping[str, Any]], *, image_key: str = "image",
+                      label_key: str = "label", max_examples: int | None = None,
+                      chunk_size: int = _CHUNK) -> Split:
+    """Decode a random-access source of ``{image_key: (H, W, C) uint8, label_key: int}``
+    records (e.g. ``tfds.data_source(...)``) into one contiguous :class:`Split`.
+
+    Reads the first ``max_examples`` records (all when ``None``) in chunks of ``chunk_size``
+    into a preallocated uint8 array; labels become int32.
+    """
+    _check_max_examples(max_examples)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    n = len(source) if max_examples is None else min(max_examples, len(source))
+    if n == 0:
+        raise ValueError("source is empty")
+    read = _bulk_reader(source)
+    first = source[0]
+    if image_key not in first or label_key not in first:
+        raise ValueError(f"records must have keys {image_key!r} and {label_key!r}; "
+                         f"got {sorted(first)}")
+    image = np.asarray(first[image_key])
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError(f"{image_key!r} must be (H, W, C) uint8, got {image.shape} {image.dtype}")
+    x = np.empty((n, *image.shape), np.uint8)
+    y = np.empty((n,), np.int32)
+    for start in range(0, n, chunk_size):
+        records = read(list(range(start, min(start + chunk_size, n))))
+        stop = start + len(records)
+        x[start:stop] = np.stack([np.asarray(r[image_key]) for r in records])
+        y[start:stop] = [int(r[label_key]) for r in records]
+    return Split(x=x, y=y)
+
+
+def _load_tfds(name: str, split: str, data_dir: str | None) -> Sequence[Mapping[str, Any]]:
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir)
+    except Exception as err:  # re-raised with the cause attached and a way forward
+        raise RuntimeError(
+            f"could not open tfds data set {name!r} (split {split!r}, data_dir={data_dir!r}) "
+            f"as an ArrayRecord data source: {err}. Prepare it once with "
+            f"`tfds build {name} --file_format=array_record --data_dir=...` (building image "
+            "data sets needs TensorFlow), or use name='digits' offline") from err
+
+
+def load(name: str, split: str = "train", *, data_dir: str | None = None,
+         max_examples: int | None = None) -> tuple[Split, DatasetInfo]:
+    """Load a whole split of data set ``name`` (one of :data:`DATASET_NAMES`) into host memory.
+
+    ``split`` is ``"train"`` or ``"test"``; ``data_dir`` is tfds's data directory (ignored
+    for digits); ``max_examples`` keeps the first examples of the split (tfds stores records
+    shuffled, so this is a fixed pseudo-random subset). Returns ``(Split, DatasetInfo)``.
+    """
+    info = dataset_info(name)
+    _check_split(split)
+    _check_max_examples(max_examples)
+    if name == "digits":
+        data = load_digits(split)
+        if max_examples is not None:
+            data = Split(x=data.x[:max_examples], y=data.y[:max_examples])
+    else:
+        data = split_from_source(_load_tfds(name, split, data_dir), max_examples=max_examples)
+    if data.x.shape[1:] != info.input_shape:
+        raise ValueError(f"{name}: decoded images have shape {data.x.shape[1:]}, expected "
+                         f"{info.input_shape}")
+    return data, info

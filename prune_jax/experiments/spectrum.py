@@ -1,0 +1,115 @@
+"""``prune-jax spectrum``: the Hessian spectrum of a trained Flax model (SPEC section 1).
+
+Pipeline: train (or resume) the model, build the exact full-training-set HVP operator
+(inference mode, size-weighted over padded batches, SPEC 1.1), then run top-k Lanczos,
+Hutchinson's trace and stochastic Lanczos quadrature. Writes ``spectrum.json`` and
+``spectral_density.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from rich.table import Table
+
+from prune_jax import curvature as C
+from prune_jax import plots
+from prune_jax.experiments import common
+from prune_jax.experiments.common import flag
+from prune_jax.experiments.progress import console
+from prune_jax.experiments.train import OptimizerConfig
+
+__all__ = ["Config", "compute_spectrum", "run"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Options of ``prune-jax spectrum`` (each field is a command-line flag)."""
+
+    model: str = flag("mlp_small", "model name from prune_jax.models.MODEL_NAMES")
+    dataset: str = flag("digits", "digits (offline default), mnist, fashion_mnist, cifar10, "
+                        "cifar100")
+    data_dir: str | None = flag(None, "tfds data directory (tfds data sets only)")
+    epochs: int = flag(30, "training epochs")
+    batch_size: int = flag(64, "training batch size")
+    learning_rate: float = flag(0.05, "SGD learning rate (cosine decay)")
+    l1: float = flag(0.0, "l1 penalty strength lambda during training")
+    probes: int = flag(16, "SLQ / Hutchinson probe vectors")
+    steps: int = flag(64, "Lanczos steps per probe")
+    top_k: int = flag(5, "number of top eigenvalues")
+    top_steps: int = flag(80, "Lanczos steps for the top-k run")
+    eval_batch_size: int = flag(512, "batch size of the full-data-set HVP")
+    seed: int = flag(0, "PRNG seed")
+    out: Path = flag(Path("results/spectrum"), "output directory")
+    progress: bool = flag(True, "show progress bars")
+
+
+def compute_spectrum(loss_fn: Any, params: Any, batches: dict[str, Any], *, key: jax.Array,
+                     probes: int, steps: int, top_k: int, top_steps: int) -> dict[str, Any]:
+    """Top-k eigenpairs, Hutchinson trace and SLQ of the full-data-set Hessian (SPEC 1.1-1.3)."""
+    batch_sizes = jnp.sum(batches["w"], axis=1)
+    op = C.hvp_operator(loss_fn, params, batches, batch_sizes=batch_sizes)
+    k_top, k_tr, k_slq = jax.random.split(key, 3)
+    top = C.top_eigenvalues(op, params, key=k_top, k=top_k, num_steps=top_steps)
+    trace = C.hutchinson_trace(op, params, key=k_tr, num_probes=probes)
+    sq = C.slq(op, params, key=k_slq, num_probes=probes, num_steps=steps)
+    return {"top": top, "trace": trace, "slq": sq}
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Run the spectrum pipeline; return (and save) its results."""
+    timer = common.Timer()
+    key = jax.random.key(config.seed)
+    k_init, k_train, k_spec = jax.random.split(key, 3)
+    with timer("data+model"):
+        setup = common.set_up(config.model, config.dataset, key=k_init,
+                              eval_batch_size=config.eval_batch_size, data_dir=config.data_dir)
+    with timer("train"):
+        result = common.train_model(
+            setup, OptimizerConfig(learning_rate=config.learning_rate, l1=config.l1),
+            epochs=config.epochs, batch_size=config.batch_size, key=k_train,
+            checkpoint_dir=config.out / "checkpoints", progress=config.progress)
+    params, stats = result.state.params, result.state.batch_stats
+    test_acc = common.accuracy(setup, params, stats)
+    with timer("spectrum"):
+        spec = compute_spectrum(common.full_data_loss(setup, stats), params,
+                                setup.train_batches, key=k_spec, probes=config.probes,
+                                steps=config.steps, top_k=config.top_k,
+                                top_steps=config.top_steps)
+    top, trace, sq = spec["top"], spec["trace"], spec["slq"]
+    summary = {
+        "config": config,
+        "dimension": int(sq.dim),
+        "test_accuracy": test_acc,
+        "top_eigenvalues": top.eigenvalues,
+        "top_residuals": top.residuals,
+        "trace_hutchinson": float(trace.estimate),
+        "trace_hutchinson_stderr": float(trace.stderr),
+        "trace_slq": float(sq.expect(lambda x: x) * sq.dim),
+        "slq_nodes": sq.nodes,
+        "slq_weights": sq.weights,
+        "seconds": timer.seconds,
+    }
+    out = config.out
+    common.save_json(out / "spectrum.json", summary)
+    plots.save(plots.spectral_density(sq, top_eigenvalues=list(map(float, top.eigenvalues))),
+               out / "spectral_density.png")
+
+    table = Table(title=f"Hessian spectrum: {config.model} on {config.dataset} "
+                        f"(D = {int(sq.dim):,}, test accuracy {test_acc:.4f})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for i, (lam, res) in enumerate(zip(top.eigenvalues, top.residuals, strict=True)):
+        table.add_row(f"lambda_{i + 1} (residual)", f"{float(lam):.6g} ({float(res):.1e})")
+    table.add_row("trace, Hutchinson (+- stderr)",
+                  f"{float(trace.estimate):.6g} +- {float(trace.stderr):.2g}")
+    table.add_row("trace, SLQ quadrature", f"{summary['trace_slq']:.6g}")
+    for name, sec in timer.seconds.items():
+        table.add_row(f"wall time: {name}", f"{sec:.1f} s")
+    console.print(table)
+    console.print(f"wrote {out / 'spectrum.json'} and {out / 'spectral_density.png'}")
+    return summary

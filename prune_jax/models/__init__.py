@@ -1,0 +1,31 @@
+"""The Flax model zoo of the PQI/SAP paper and the fundamental-limit paper.
+
+See :mod:`prune_jax.models.common` for the conventions every model follows (``train`` flag,
+BatchNorm modes, ``kernel`` naming, initialisation) and :func:`get_model` for the names.
+Models import nothing from the core math (curvature, limits, sparsity).
+"""
+
+from __future__ import annotations
+
+from prune_jax.models.alexnet import AlexNet
+from prune_jax.models.cnn import CNN
+from prune_jax.models.common import init_variables, param_count
+from prune_jax.models.mlp import MLP, Linear
+from prune_jax.models.registry import MODEL_NAMES, get_model
+from prune_jax.models.resnet import BasicBlock, Bottleneck, ResNet
+from prune_jax.models.vgg import VGG
+
+__all__ = [
+    "CNN",
+    "MLP",
+    "MODEL_NAMES",
+    "VGG",
+    "AlexNet",
+    "BasicBlock",
+    "Bottleneck",
+    "Linear",
+    "ResNet",
+    "get_model",
+    "init_variables",
+    "param_count",
+]

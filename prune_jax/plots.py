@@ -1,0 +1,138 @@
+"""Matplotlib figures used by the CLI and the notebooks.
+
+Every function takes plain results (arrays, result objects) and returns a
+``matplotlib.figure.Figure``; :func:`save` writes it as PNG. Nothing here computes science:
+densities come from :meth:`SpectralQuadrature.density`, curves from the pipelines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["accuracy_vs_sparsity", "fixed_point", "iterative_trajectories", "save",
+           "spectral_density"]
+
+
+def save(fig: Figure, path: Path | str) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (parents created) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def spectral_density(spectrum: Any, *, top_eigenvalues: Sequence[float] | None = None,
+                     exact_eigenvalues: np.ndarray | None = None, sigma: float | None = None,
+                     num_points: int = 1000, title: str = "Hessian spectral density (SLQ)"
+                     ) -> Figure:
+    """SLQ density (Gaussian-smoothed view of the quadrature, SPEC 1.3) on a log scale.
+
+    Ritz nodes are drawn as a rug, top eigenvalues as dashed lines, and an exact spectrum
+    (if given, e.g. from a dense ``eigh``) as a histogram for comparison.
+    """
+    nodes = np.asarray(spectrum.nodes)
+    lo, hi = float(nodes.min()), float(nodes.max())
+    if exact_eigenvalues is not None:
+        lo = min(lo, float(np.min(exact_eigenvalues)))
+        hi = max(hi, float(np.max(exact_eigenvalues)))
+    pad = 0.05 * (hi - lo + 1e-12)
+    grid = np.linspace(lo - pad, hi + pad, num_points)
+    sigma = sigma if sigma is not None else (hi - lo + 1e-12) / 200
+    density = np.asarray(spectrum.density(grid, sigma))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.semilogy(grid, np.maximum(density, 1e-12), label=f"SLQ density (sigma={sigma:.2g})")
+    if exact_eigenvalues is not None:
+        ax.hist(np.asarray(exact_eigenvalues), bins=200, density=True, alpha=0.4,
+                label="exact eigenvalues (histogram)")
+    ax.plot(nodes.ravel(), np.full(nodes.size, 1e-12 * 10), "|", color="k", alpha=0.3,
+            label="Ritz nodes")
+    for i, lam in enumerate(top_eigenvalues or []):
+        ax.axvline(lam, ls="--", color="C3", alpha=0.6, label="top eigenvalues" if i == 0 else None)
+    ax.set_ylim(bottom=1e-11)
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def accuracy_vs_sparsity(sparsity: np.ndarray, accuracy: np.ndarray, *,
+                         loss: np.ndarray | None = None, dense_accuracy: float | None = None,
+                         predicted: float | None = None, actual: float | None = None,
+                         title: str = "Global one-shot magnitude pruning (no fine-tuning)"
+                         ) -> Figure:
+    """Test accuracy (and loss) against sparsity with predicted/actual limits drawn."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(sparsity, accuracy, "o-", ms=3, label="test accuracy")
+    if dense_accuracy is not None:
+        ax.axhline(dense_accuracy, color="gray", ls=":", label="dense accuracy")
+    if predicted is not None:
+        ax.axvline(predicted, color="C3", ls="--", label=f"predicted limit {predicted:.4f}")
+    if actual is not None:
+        ax.axvline(actual, color="C2", ls="-.", label=f"actual limit {actual:.4f}")
+    ax.set_xlabel("sparsity (fraction of prunable weights removed)")
+    ax.set_ylabel("test accuracy")
+    if loss is not None:
+        ax2 = ax.twinx()
+        ax2.semilogy(sparsity, loss, color="C1", alpha=0.6, label="test loss")
+        ax2.set_ylabel("test loss", color="C1")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def fixed_point(curve_sparsity: np.ndarray, curve_width: np.ndarray, solution: float, *,
+                trace_bound: np.ndarray | None = None,
+                title: str = "Fixed point s = w(P(s))^2 / D") -> Figure:
+    """The fixed-point crossing of SPEC 2.3: s against the width fraction F(R(s))."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.plot(curve_sparsity, curve_width, label="width fraction F(R(s))")
+    if trace_bound is not None:
+        ax.plot(curve_sparsity, trace_bound, ls=":", label="trace lower bound")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="s")
+    ax.axvline(solution, color="C3", ls="--", label=f"predicted sparsity {solution:.4f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("sparsity s")
+    ax.set_ylabel("fraction")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def iterative_trajectories(records: Mapping[str, Sequence[Mapping[str, float]]], *,
+                           title: str = "Iterative pruning") -> Figure:
+    """Paper-style panels (PQI paper Figs. 2-4): accuracy, remaining weights and PQI per
+    iteration for each method (``records[method] = [{"iteration", "density", "accuracy",
+    "pruned_accuracy", "pqi"}, ...]``)."""
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    for i, (name, recs) in enumerate(records.items()):
+        it = [r["iteration"] for r in recs]
+        c = f"C{i}"
+        axes[0].plot(it, [r["accuracy"] for r in recs], "o-", ms=3, color=c, label=name)
+        axes[1].plot([100 * r["density"] for r in recs], [r["accuracy"] for r in recs], "o-",
+                     ms=3, color=c, label=name)
+        axes[1].plot([100 * r["density"] for r in recs], [r["pruned_accuracy"] for r in recs],
+                     ":", color=c, alpha=0.6)
+        axes[2].semilogy(it, [100 * r["density"] for r in recs], "o-", ms=3, color=c, label=name)
+        axes[3].plot(it, [r["pqi"] for r in recs], "o-", ms=3, color=c, label=name)
+    axes[0].set(xlabel="iteration", ylabel="test accuracy (retrained)")
+    axes[1].set(xlabel="remaining weights (%)", ylabel="test accuracy", xscale="log")
+    axes[1].invert_xaxis()
+    axes[1].set_title("solid: retrained, dotted: pruned only", fontsize=8)
+    axes[2].set(xlabel="iteration", ylabel="remaining weights (%)")
+    axes[3].set(xlabel="iteration", ylabel="PQ Index")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,118 @@
+"""Exact subset sum by meet-in-the-middle, float64, vectorised with JAX (SPEC 4, weight arm).
+
+``min_S |sum_{i in S} values_i - target|`` over all 2^n subsets: enumerate the 2^(n/2) sums of
+each half, sort one half, and for every sum of the other half look up the nearest complement
+with ``searchsorted`` (the two neighbours of the insertion point). The answer is EXACT, up to
+float64 rounding of the sums (about n * 1e-16 relative). Batches of instances of equal length
+run as one ``vmap``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prune_jax.slth._checks import check_int
+from prune_jax.tree import Array
+
+__all__ = ["MAX_ITEMS", "SubsetSum", "subset_sum", "subset_sum_brute_force"]
+
+MAX_ITEMS = 44
+"""Default largest instance: 2^22 sums per half (32 MiB of float64 each)."""
+
+_BRUTE_FORCE_MAX = 24
+
+
+class SubsetSum(NamedTuple):
+    """Best subset: ``residual = sum(values[chosen]) - target`` (signed); ``chosen`` (..., n)."""
+
+    residual: np.ndarray
+    chosen: np.ndarray
+
+
+def _subset_sums(values: Array) -> Array:
+    """All 2^m subset sums; bit i of the index says whether item i is in the subset."""
+    index = jnp.arange(2 ** values.shape[0])
+    if values.shape[0] == 0:
+        return jnp.zeros((1,), values.dtype)
+    add_item = lambda i, sums: sums + ((index >> i) & 1) * values[i]
+    return jax.lax.fori_loop(0, values.shape[0], add_item, jnp.zeros(index.shape, values.dtype))
+
+
+def _bits(index: Array, m: int) -> Array:
+    return ((index >> jnp.arange(m)) & 1).astype(bool)
+
+
+def _mitm(values: Array, target: Array) -> tuple[Array, Array]:
+    n = values.shape[0]
+    a = n // 2
+    sums_a, sums_b = _subset_sums(values[:a]), _subset_sums(values[a:])
+    order = jnp.argsort(sums_b)
+    sorted_b = sums_b[order]
+    right = jnp.searchsorted(sorted_b, target - sums_a)
+    cand = jnp.clip(jnp.stack([right - 1, right], -1), 0, sorted_b.shape[0] - 1)
+    totals = sums_a[:, None] + sorted_b[cand]
+    best = jnp.argmin(jnp.abs(totals - target))
+    ia, jc = jnp.divmod(best, 2)
+    ib = order[cand[ia, jc]]
+    chosen = jnp.concatenate([_bits(ia, a), _bits(ib, n - a)])
+    return totals[ia, jc] - target, chosen
+
+
+@partial(jax.jit, static_argnames="batch_ndim")
+def _mitm_batched(values: Array, target: Array, batch_ndim: int) -> tuple[Array, Array]:
+    fn = _mitm
+    for _ in range(batch_ndim):
+        fn = jax.vmap(fn)
+    return fn(values, target)
+
+
+def _as_instances(values: object, target: object) -> tuple[np.ndarray, np.ndarray]:
+    values = np.asarray(values, np.float64)
+    target = np.asarray(target, np.float64)
+    if values.ndim < 1:
+        raise ValueError(f"values must have at least one axis (..., n), got shape {values.shape}")
+    if target.shape != values.shape[:-1]:
+        raise ValueError(f"target must have shape values.shape[:-1] = {values.shape[:-1]}, "
+                         f"got {target.shape}")
+    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(target))):
+        raise ValueError("values and target must be finite")
+    return values, target
+
+
+def subset_sum(values: object, target: object, *, max_items: int = MAX_ITEMS) -> SubsetSum:
+    """EXACT closest subset sum by meet-in-the-middle in float64 (SPEC 4, weight arm).
+
+    ``values`` (..., n) and ``target`` (...) describe a batch of independent instances. Runs in
+    float64 (JAX x64 enabled locally) whatever the global setting. Raises when ``n`` exceeds
+    ``max_items``: the enumeration holds 2^(n/2) sums per half.
+    """
+    values, target = _as_instances(values, target)
+    n = values.shape[-1]
+    check_int(max_items, "max_items", low=1, high=50)
+    if n > max_items:
+        raise ValueError(f"values has {n} items per instance; meet-in-the-middle enumerates "
+                         f"2^(n/2) sums per half and is limited to max_items={max_items}")
+    if n == 0:
+        return SubsetSum(-target, np.zeros(values.shape, bool))
+    with jax.enable_x64(True):
+        residual, chosen = _mitm_batched(jnp.asarray(values), jnp.asarray(target),
+                                         values.ndim - 1)
+        return SubsetSum(np.asarray(residual), np.asarray(chosen))
+
+
+def subset_sum_brute_force(values: object, target: object) -> SubsetSum:
+    """Reference: EXACT closest subset sum by enumerating all 2^n subsets (numpy, n <= 24)."""
+    values, target = _as_instances(values, target)
+    n = values.shape[-1]
+    if n > _BRUTE_FORCE_MAX:
+        raise ValueError(f"values has {n} items; brute force is limited to {_BRUTE_FORCE_MAX}")
+    bits = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
+    sums = values @ bits.T.astype(np.float64)  # (..., 2^n)
+    best = np.argmin(np.abs(sums - target[..., None]), axis=-1)
+    residual = np.take_along_axis(sums, best[..., None], -1)[..., 0] - target
+    return SubsetSum(residual, bits[best])

@@ -1,0 +1,283 @@
+"""Sup-norm error ``sup_{||x|| <= 1} |f(x) - g(x)|`` of a pruned network (SPEC 4).
+
+By positive homogeneity of bias-free ReLU networks the sup over the unit ball equals the sup
+over the unit sphere. What each estimator GUARANTEES:
+
+* :func:`sup_error_2d` -- EXACT in d = 2 (up to float rounding). On the circle every function
+  is linear in ``x`` between consecutive kinks (angles ``atan2(u_i) +- pi/2``; with the output
+  ReLU also the zero crossings of ``g``), and ``max |<v, x>|`` over an arc is attained at an end
+  point or at ``+-v/|v|`` when that direction lies on the arc.
+* :func:`sup_error_grid_2d` -- LOWER estimate (a uniform grid of angles); below the exact value
+  by at most ``Lipschitz * pi / n_points``.
+* :func:`sup_error_search` -- LOWER estimate in any d: dense sphere samples, the exact maximum
+  on every coordinate-pair great circle (the input families of the paper's proof; the 2-d
+  algorithm applies to the plane's projection), refined by projected (sub)gradient ascent.
+  Every reported value is attained at a reported point of the sphere, so it never exceeds
+  the true sup; it can be below it.
+
+Upper bounds on the sup in d > 2 come only from analytic certificates (``prune_jax.slth.pensia``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prune_jax.slth._checks import check_int, check_positive, check_shape
+from prune_jax.slth.networks import Net, residual
+from prune_jax.tree import Array
+
+__all__ = [
+    "Candidates",
+    "SupEstimate",
+    "SupResult",
+    "SupSearch",
+    "arc_maxima_2d",
+    "sup_error",
+    "sup_error_2d",
+    "sup_error_grid_2d",
+    "sup_error_search",
+    "worst_points",
+]
+
+_TWO_PI = 2.0 * np.pi
+
+
+class SupResult(NamedTuple):
+    """``value`` = ``|f - g|`` at the unit vector ``point`` (d,)."""
+
+    value: Array
+    point: Array
+
+
+class Candidates(NamedTuple):
+    """Points of the sphere (k, d) with their ``|f - g|`` values (k,), largest first."""
+
+    values: Array
+    points: Array
+
+
+class SupEstimate(NamedTuple):
+    """A sup-norm error with its guarantee: ``exact`` is True in d = 2, else a lower estimate."""
+
+    value: float
+    point: np.ndarray
+    exact: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class SupSearch:
+    """Options of the d > 2 lower estimate :func:`sup_error_search` (SPEC 4)."""
+
+    n_samples: int = 4096
+    coordinate_circles: bool = True
+    ascent_starts: int = 32
+    ascent_steps: int = 64
+    step_size: float = 0.05
+
+    def __post_init__(self) -> None:
+        check_int(self.n_samples, "n_samples", low=1)
+        check_int(self.ascent_starts, "ascent_starts", low=1)
+        check_int(self.ascent_steps, "ascent_steps", low=0)
+        check_positive(self.step_size, "step_size")
+
+
+def _unit(theta: Array) -> Array:
+    return jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1)
+
+
+def _arc_max(lo: Array, hi: Array, v: Array) -> tuple[Array, Array]:
+    """``max_{theta in [lo, hi]} |<v, e(theta)>|`` and a maximising angle (batched)."""
+    psi = jnp.arctan2(v[..., 1], v[..., 0])
+    offset = jnp.minimum(jnp.mod(psi - lo, _TWO_PI), jnp.mod(psi + np.pi - lo, _TWO_PI))
+    inside = offset <= hi - lo
+    values = jnp.stack([jnp.abs(jnp.sum(v * _unit(lo), -1)), jnp.abs(jnp.sum(v * _unit(hi), -1)),
+                        jnp.where(inside, jnp.linalg.norm(v, axis=-1), -1.0)], axis=-1)
+    angles = jnp.stack([lo, hi, lo + offset], axis=-1)
+    best = jnp.argmax(values, axis=-1)[..., None]
+    return (jnp.take_along_axis(values, best, -1)[..., 0],
+            jnp.take_along_axis(angles, best, -1)[..., 0])
+
+
+def _arc_maxima(w_star: Array, u: Array, c: Array, output_relu: bool) -> tuple[Array, Array]:
+    """Per-arc maxima of ``|f - g|`` on the unit circle (2-d inputs); returns (values, angles)."""
+    kinks = jnp.concatenate([jnp.arctan2(u[:, 1], u[:, 0]),
+                             jnp.arctan2(w_star[1], w_star[0])[None]])
+    kinks = jnp.mod(jnp.concatenate([kinks + np.pi / 2, kinks - np.pi / 2]), _TWO_PI)
+    edges = jnp.sort(jnp.concatenate([kinks, jnp.array([0.0, _TWO_PI], kinks.dtype)]))
+    lo, hi = edges[:-1], edges[1:]
+    mid = _unit(0.5 * (lo + hi))
+    active = (mid @ u.T > 0).astype(u.dtype)
+    v_h = (active * c) @ u
+    v_f = (mid @ w_star > 0).astype(u.dtype)[:, None] * w_star
+    if not output_relu:
+        return _arc_max(lo, hi, v_f - v_h)
+    # relu(g) adds kinks where <v_h, x> = 0 inside an arc: split every arc in three.
+    psi = jnp.arctan2(v_h[:, 1], v_h[:, 0])
+    width = (hi - lo)[:, None]
+    zeros = jnp.mod(jnp.stack([psi + np.pi / 2, psi - np.pi / 2], -1) - lo[:, None], _TWO_PI)
+    cuts = jnp.sort(jnp.concatenate([jnp.zeros_like(width), jnp.minimum(zeros, width), width],
+                                    -1), -1) + lo[:, None]
+    sub_lo, sub_hi = cuts[:, :-1], cuts[:, 1:]
+    on = (jnp.sum(_unit(0.5 * (sub_lo + sub_hi)) * v_h[:, None], -1) > 0).astype(u.dtype)
+    v = v_f[:, None] - on[..., None] * v_h[:, None]
+    values, angles = _arc_max(sub_lo, sub_hi, v)
+    return values.ravel(), angles.ravel()
+
+
+def _check_net(w_star: Array, net: Net, d: int | None = None) -> None:
+    check_shape(w_star, (d,), "w_star")
+    dim = np.shape(w_star)[0]
+    check_int(dim, "d (len(w_star))", low=2)
+    check_shape(net.u, (None, dim), "net.u")
+    check_shape(net.c, (np.shape(net.u)[0],), "net.c")
+
+
+@partial(jax.jit, static_argnames="output_relu")
+def _arc_maxima_jit(w_star: Array, u: Array, c: Array, output_relu: bool) -> Candidates:
+    values, angles = _arc_maxima(w_star, u, c, output_relu)
+    return Candidates(values, _unit(angles))
+
+
+def arc_maxima_2d(w_star: Array, net: Net, output_relu: bool = False) -> Candidates:
+    """Maximum of ``|f - g|`` on every linear arc of the circle, d = 2 (SPEC 4); EXACT.
+
+    Not sorted; the cutting planes of :mod:`prune_jax.slth.neuron_lp` add the worst arcs.
+    """
+    _check_net(w_star, net, 2)
+    return _arc_maxima_jit(jnp.asarray(w_star), net.u, net.c, output_relu)
+
+
+def sup_error_2d(w_star: Array, net: Net, output_relu: bool = False) -> SupResult:
+    """EXACT sup-norm error over the unit disc in d = 2 (SPEC 4), attained at ``point``."""
+    arcs = arc_maxima_2d(w_star, net, output_relu)
+    best = jnp.argmax(arcs.values)
+    return SupResult(arcs.values[best], arcs.points[best])
+
+
+@partial(jax.jit, static_argnames=("output_relu", "n_points"))
+def _grid_2d(w_star: Array, u: Array, c: Array, output_relu: bool, n_points: int) -> SupResult:
+    x = _unit(jnp.arange(n_points, dtype=u.dtype) * (_TWO_PI / n_points))
+    r = jnp.abs(residual(w_star, Net(u, c), x, output_relu))
+    best = jnp.argmax(r)
+    return SupResult(r[best], x[best])
+
+
+def sup_error_grid_2d(w_star: Array, net: Net, output_relu: bool = False,
+                      n_points: int = 2**16) -> SupResult:
+    """LOWER estimate in d = 2: the maximum over ``n_points`` equally spaced angles (SPEC 4)."""
+    _check_net(w_star, net, 2)
+    check_int(n_points, "n_points", low=1)
+    return _grid_2d(jnp.asarray(w_star), net.u, net.c, output_relu, n_points)
+
+
+def _pairs(d: int) -> np.ndarray:
+    return np.array(list(itertools.combinations(range(d), 2)), dtype=np.int32)
+
+
+def _circle_candidates(w_star: Array, net: Net, output_relu: bool) -> Candidates:
+    """Exact maximum on each coordinate-pair great circle ``cos t e_j + sin t e_k``."""
+    d = w_star.shape[0]
+    pairs = _pairs(d)
+
+    def one(pair: Array) -> tuple[Array, Array]:
+        values, angles = _arc_maxima(w_star[pair], net.u[:, pair], net.c, output_relu)
+        best = jnp.argmax(values)
+        point = jnp.zeros((d,), w_star.dtype).at[pair].set(_unit(angles[best]))
+        return values[best], point
+
+    values, points = jax.vmap(one)(jnp.asarray(pairs))
+    return Candidates(values, points)
+
+
+def _ascend(w_star: Array, net: Net, output_relu: bool, x0: Array, steps: int,
+            step_size: float) -> tuple[Array, Array]:
+    """Projected subgradient ascent of ``|f - g|`` on the sphere; best value and point seen."""
+    objective = lambda x: jnp.abs(residual(w_star, net, x, output_relu))
+    value_and_grad = jax.value_and_grad(objective)
+
+    def step(carry: tuple[Array, Array, Array], t: Array) -> tuple[tuple[Array, Array, Array],
+                                                                    None]:
+        x, best_value, best_x = carry
+        value, g = value_and_grad(x)
+        better = value > best_value
+        best_value, best_x = jnp.where(better, value, best_value), jnp.where(better, x, best_x)
+        g = g - jnp.dot(g, x) * x
+        x = x + step_size / jnp.sqrt(1.0 + t) * g
+        return (x / jnp.linalg.norm(x), best_value, best_x), None
+
+    init = (x0, objective(x0), x0)
+    (x, best_value, best_x), _ = jax.lax.scan(step, init, jnp.arange(steps, dtype=x0.dtype))
+    last = objective(x)
+    return jnp.where(last > best_value, last, best_value), jnp.where(last > best_value, x, best_x)
+
+
+@partial(jax.jit, static_argnames=("output_relu", "search", "k"))
+def _search(key: Array, w_star: Array, u: Array, c: Array, output_relu: bool,
+            search: SupSearch, k: int) -> Candidates:
+    net = Net(u, c)
+    d = w_star.shape[0]
+    x = jax.random.normal(key, (search.n_samples, d), u.dtype)
+    x = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    values = jnp.abs(residual(w_star, net, x, output_relu))
+    points = x
+    if search.coordinate_circles:
+        circles = _circle_candidates(w_star, net, output_relu)
+        values = jnp.concatenate([values, circles.values])
+        points = jnp.concatenate([points, circles.points])
+    n_starts = min(search.ascent_starts, values.shape[0])
+    _, start = jax.lax.top_k(values, n_starts)
+    ascend = partial(_ascend, w_star, net, output_relu, steps=search.ascent_steps,
+                     step_size=search.step_size)
+    refined_values, refined_points = jax.vmap(ascend)(points[start])
+    values = jnp.concatenate([refined_values, values])
+    points = jnp.concatenate([refined_points, points])
+    top_values, top = jax.lax.top_k(values, min(k, values.shape[0]))
+    return Candidates(top_values, points[top])
+
+
+def sup_error_search(key: Array, w_star: Array, net: Net, output_relu: bool = False,
+                     search: SupSearch = SupSearch(), k: int = 1) -> Candidates:
+    """LOWER estimate of the sup-norm error in any d >= 2 (SPEC 4): the ``k`` best points found.
+
+    Sphere samples, the exact maximum on each coordinate-pair great circle, then projected
+    ascent from the ``search.ascent_starts`` best of those. ``values[0]`` never exceeds the true
+    sup (it is attained at ``points[0]``).
+    """
+    _check_net(w_star, net)
+    check_int(k, "k", low=1)
+    return _search(key, jnp.asarray(w_star), net.u, net.c, output_relu, search, k)
+
+
+def worst_points(key: Array, w_star: Array, net: Net, output_relu: bool = False, k: int = 16,
+                 search: SupSearch = SupSearch()) -> Candidates:
+    """Up to ``k`` points where ``|f - g|`` is largest, largest first (cutting-plane oracle).
+
+    d = 2: the maxima of the ``k`` worst linear arcs (EXACT; ``key`` unused). d > 2: the best
+    points of :func:`sup_error_search` (lower estimates).
+    """
+    _check_net(w_star, net)
+    check_int(k, "k", low=1)
+    if np.shape(w_star)[0] == 2:
+        arcs = arc_maxima_2d(w_star, net, output_relu)
+        values, top = jax.lax.top_k(arcs.values, min(k, arcs.values.shape[0]))
+        return Candidates(values, arcs.points[top])
+    return sup_error_search(key, w_star, net, output_relu, search, k)
+
+
+def sup_error(key: Array, w_star: Array, net: Net, output_relu: bool = False,
+              search: SupSearch = SupSearch()) -> SupEstimate:
+    """Sup-norm error with its guarantee (SPEC 4): EXACT in d = 2, a LOWER estimate in d > 2."""
+    _check_net(w_star, net)
+    if np.shape(w_star)[0] == 2:
+        res, exact = sup_error_2d(w_star, net, output_relu), True
+    else:
+        cand = sup_error_search(key, w_star, net, output_relu, search)
+        res, exact = SupResult(cand.values[0], cand.points[0]), False
+    return SupEstimate(float(res.value), np.asarray(res.point), exact)

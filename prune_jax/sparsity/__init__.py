@@ -1,0 +1,56 @@
+"""Sparsity core: PQ Index, magnitude masks, optax transforms and pruning steps (SPEC 3).
+
+- :mod:`.measures`: :func:`pq_index`, :func:`gini_index`, :func:`pqi_retained_bound`.
+- :mod:`.masks`: :func:`magnitude_mask`, :func:`apply_mask`, :func:`sparsity_report`.
+- :mod:`.transforms`: :func:`l1`, :func:`l1_prox`, :func:`keep_pruned` (optax).
+- :mod:`.iterative`: :func:`sap_step`, :func:`fraction_step`, the policies :class:`SAP`,
+  :class:`LotteryTicket`, :class:`OneShot` and :func:`prune_step`.
+"""
+
+from __future__ import annotations
+
+from prune_jax.sparsity._checks import Scope
+from prune_jax.sparsity.iterative import (
+    SAP,
+    LotteryTicket,
+    OneShot,
+    Policy,
+    PruneStepResult,
+    UnitStats,
+    fraction_step,
+    prune_step,
+    sap_step,
+)
+from prune_jax.sparsity.masks import (
+    MaskCount,
+    SparsityReport,
+    apply_mask,
+    magnitude_mask,
+    sparsity_report,
+)
+from prune_jax.sparsity.measures import gini_index, pq_index, pqi_retained_bound
+from prune_jax.sparsity.transforms import keep_pruned, l1, l1_prox
+
+__all__ = [
+    "SAP",
+    "LotteryTicket",
+    "MaskCount",
+    "OneShot",
+    "Policy",
+    "PruneStepResult",
+    "Scope",
+    "SparsityReport",
+    "UnitStats",
+    "apply_mask",
+    "fraction_step",
+    "gini_index",
+    "keep_pruned",
+    "l1",
+    "l1_prox",
+    "magnitude_mask",
+    "pq_index",
+    "pqi_retained_bound",
+    "prune_step",
+    "sap_step",
+    "sparsity_report",
+]

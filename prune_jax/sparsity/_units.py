@@ -1,0 +1,90 @@
+"""Pruning scopes as per-leaf column views (private; SPEC 3.2 "scope unit").
+
+A *scope unit* is the set of weights that one pruning decision treats together:
+
+- ``"global"``: all prunable leaves together form one unit;
+- ``"layer"``: each prunable leaf is one unit;
+- ``"neuron"``: each output unit of a leaf is one unit. In the Flax layout the output axis of a
+  kernel is its LAST axis, so column ``j`` of ``leaf.reshape(-1, leaf.shape[-1])`` holds the
+  weights of neuron ``j`` (all other axes, e.g. ``(kh, kw, c_in)`` of a conv kernel, form the
+  unit). A 1-D prunable leaf under ``"neuron"`` has one weight per unit.
+
+Every leaf is viewed as an ``(m, u)`` matrix whose columns are units (or, for ``"global"``, a
+column that is part of the single global unit). Per-unit statistics are computed as column
+reductions, one ``(u,)`` array per leaf, and :func:`combine` merges the per-leaf columns of the
+global unit. Inside a column, rows are in flat (row-major) order of the leaf, so "lower row"
+means "lower flat index"; :func:`flat_offsets` extends that order across leaves for the global
+unit (leaves in ``jax.tree.leaves`` order).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+
+from prune_jax.sparsity._checks import Scope
+
+Array = jax.Array
+
+
+def unit_view(leaf: Array, scope: Scope) -> Array:
+    """The ``(m, u)`` column view of ``leaf`` for ``scope`` (columns are units)."""
+    if scope == "neuron" and np.ndim(leaf) >= 1:
+        return leaf.reshape(-1, leaf.shape[-1])
+    return leaf.reshape(-1, 1)
+
+
+def units_per_leaf(shape: tuple[int, ...], scope: Scope) -> int:
+    """Number of columns ``u`` of the view of a leaf with this shape."""
+    return int(shape[-1]) if scope == "neuron" and len(shape) >= 1 else 1
+
+
+def unit_sizes(shapes: Sequence[tuple[int, ...]], scope: Scope) -> list[int]:
+    """Size ``m`` of every unit, per leaf (the total prunable size under ``"global"``)."""
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    if scope == "global":
+        return [sum(sizes)] * len(sizes)
+    return [n // units_per_leaf(s, scope) if n else 0 for n, s in zip(sizes, shapes, strict=True)]
+
+
+def combine(per_leaf: Sequence[Array], scope: Scope,
+            op: Callable[[Array, Array], Array]) -> list[Array]:
+    """Merge per-leaf column statistics into per-unit ones.
+
+    Under ``"global"`` the single unit spans every leaf, so the ``(1,)`` statistics of all
+    leaves are reduced with ``op`` and the total is returned once per leaf; otherwise each
+    column already is a unit and the statistics are returned unchanged.
+    """
+    if scope != "global":
+        return list(per_leaf)
+    total = functools.reduce(op, per_leaf)
+    return [total] * len(per_leaf)
+
+
+def flat_offsets(shapes: Sequence[tuple[int, ...]], scope: Scope) -> list[int]:
+    """Row offset of every leaf inside its unit's flat order (non-zero only for ``"global"``)."""
+    if scope != "global":
+        return [0] * len(shapes)
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    return [int(o) for o in np.concatenate([[0], np.cumsum(sizes)[:-1]])]
+
+
+# Relative tolerance of host-side count rounding: float64 evaluation error of the formulas that
+# produce counts is ~1e-15 relative, so 1e-9 is far above it and far below one count for any
+# unit smaller than 1e9 weights.
+COUNT_RTOL = 1e-9
+
+
+def floor_count(x: np.ndarray | float) -> np.ndarray:
+    """``floor(x)`` in float64 on the host, robust to rounding (SPEC 3.2).
+
+    A value within ``COUNT_RTOL`` (relative) below an integer counts as that integer, so that
+    e.g. ``0.29 * 100`` or an ``r`` that should equal ``d`` exactly do not lose one weight to
+    floating error. NaN maps to 0.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.floor(x + COUNT_RTOL * np.maximum(1.0, np.abs(x)))
+    return np.where(np.isnan(out), 0, out).astype(np.int64)

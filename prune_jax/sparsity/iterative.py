@@ -1,0 +1,251 @@
+"""One pruning step of SAP, One Shot and Lottery Ticket, and the policies naming them (SPEC 3.2).
+
+Iterative pruning alternates *train* and *prune*. This module is the *prune* half: pure
+functions from ``(params, mask)`` to a new, smaller mask plus per-unit diagnostics. The driver
+that trains, rewinds and checkpoints (``prune_jax.experiments``) calls :func:`prune_step` once
+per iteration and reads from the policy object what else distinguishes the methods:
+
+==================  ==============================  =================  ==========
+policy              weights ranked by magnitude     retrain each step  rewind to
+==================  ==============================  =================  ==========
+``SAP``             ``w_t`` (current, trained)      yes                ``w_init * m``
+``LotteryTicket``   ``w_t`` (current, trained)      yes                ``w_init * m``
+``OneShot``         ``w_0`` (trained once, dense)   no                 (none)
+==================  ==============================  =================  ==========
+
+(seed paper, sections 3.2 and 4.1: "'One Shot' prunes d P model parameters at each pruning
+iteration from w_0 instead of w_t"; One Shot "does not retrain the model at each pruning
+iteration"; Lottery Ticket and SAP train ``w_init * m_t`` for E epochs at every iteration.)
+
+Per scope unit with ``d_t`` live weights, SAP removes
+``c_t = floor(d_t * min(gamma (1 - r_t/d_t), beta))`` weights, where ``r_t`` is eq. 2's bound
+from the PQ Index of the live weights; One Shot and Lottery Ticket remove
+``c_t = floor(fraction * d_t)`` (``fraction = P = 0.2``: a sparsity relative to the *remaining*
+weights). The ``c_t`` smallest-magnitude live weights go, exactly and with deterministic ties
+(:func:`prune_jax.sparsity.magnitude_mask`'s order). Counts are computed on the host in float64
+with a tolerance (SPEC 3.2), so one step does one device-to-host transfer of per-unit sums.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import jax
+import numpy as np
+
+from prune_jax.sparsity._checks import Scope, check_fraction, check_pq, check_real, check_scope
+from prune_jax.sparsity._select import kept_after_removal
+from prune_jax.sparsity._units import floor_count
+from prune_jax.sparsity.masks import merge_masks, split_prunable, unit_counts
+from prune_jax.sparsity.measures import check_eta, pq_stats_from_sums, unit_power_sums
+from prune_jax.tree import Prunable, PyTree, leaf_names
+
+__all__ = [
+    "SAP",
+    "LotteryTicket",
+    "OneShot",
+    "PruneStepResult",
+    "UnitStats",
+    "fraction_step",
+    "prune_step",
+    "sap_step",
+]
+
+
+class UnitStats(NamedTuple):
+    """Diagnostics of one pruning step for a group of scope units (numpy arrays, one entry
+    per unit; a single entry under ``"layer"`` and ``"global"`` scope).
+
+    ``d``: live weights before the step; ``pqi``: PQ Index of the live weights (NaN when no
+    live weight is non-zero); ``r``: eq. 2's lower bound on weights to retain (float64, NaN
+    where ``pqi`` is); ``c``: weights removed by this step.
+    """
+
+    d: np.ndarray
+    pqi: np.ndarray
+    r: np.ndarray
+    c: np.ndarray
+
+
+class PruneStepResult(NamedTuple):
+    """Result of one pruning step: the new keep-mask and its diagnostics.
+
+    ``units`` maps a prunable leaf name (``"Dense_0/kernel"``) to that leaf's units under
+    ``"layer"``/``"neuron"`` scope; under ``"global"`` scope it has the single key
+    ``"global"``. The new mask only shrinks: pruned weights stay pruned.
+    """
+
+    mask: PyTree
+    units: dict[str, UnitStats]
+
+
+CountRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _step(params: PyTree, mask: PyTree | None, *, scope: Scope, prunable: Prunable | PyTree | None,
+          p: float, q: float, eta: float, removed: CountRule) -> PruneStepResult:
+    """Shared body: per-unit sums on device, counts on host (float64), selection on device."""
+    scope = check_scope(scope)
+    split = split_prunable(params, mask, prunable)
+    shapes = [x.shape for x in split.leaves]
+    sums = jax.device_get(unit_power_sums(split.leaves, split.live, p=p, q=q, scope=scope))
+    groups = [0] if scope == "global" else list(range(len(shapes)))
+    names = ["global"] if scope == "global" else [
+        leaf_names(params)[i] for i in split.index]
+    units: dict[str, UnitStats] = {}
+    for name, g in zip(names, groups, strict=True):
+        d = np.asarray(sums.d[g], np.int64)
+        stats = pq_stats_from_sums(d, sums.s_p[g], sums.s_q[g], p=p, q=q, eta=eta)
+        c = np.clip(removed(d.astype(np.float64), stats.r), 0, d)
+        units[name] = UnitStats(d=d, pqi=stats.pqi, r=stats.r, c=c)
+    per_leaf_c = [units[names[0]].c] * len(shapes) if scope == "global" else [
+        units[n].c for n in names]
+    at_least = unit_counts(shapes, scope, [0] * len(shapes))
+    kept = kept_after_removal(split.leaves, split.live, at_least,
+                              unit_counts(shapes, scope, per_leaf_c), scope=scope)
+    return PruneStepResult(mask=merge_masks(params, split, kept), units=units)
+
+
+def _check_positive(value: float, name: str, upper: float | None = None) -> float:
+    value = check_real(value, name)
+    if value <= 0 or (upper is not None and value > upper):
+        bound = f"in (0, {upper}]" if upper is not None else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def sap_step(params: PyTree, mask: PyTree | None, *, p: float = 0.5, q: float = 1.0,
+             eta: float = 0.0, gamma: float = 1.0, beta: float = 0.9,
+             scope: Scope = "global",
+             prunable: Prunable | PyTree | None = None) -> PruneStepResult:
+    """One step of Sparsity-informed Adaptive Pruning (SPEC 3.2, seed Algorithm 1).
+
+    For every scope unit with ``d_t`` live weights (``mask`` True): ``I = pq_index`` of the
+    live weights, ``r_t = d_t (1 + eta)^(-q/(q-p)) (1 - I)^(qp/(q-p))`` (eq. 2), and
+    ``c_t = floor(d_t * min(gamma (1 - r_t/d_t), beta))`` smallest-magnitude live weights are
+    pruned. ``r_t`` and ``c_t`` are computed in float64 on the host with a 1e-9 relative
+    tolerance on the floor. A unit whose live weights are all zero (PQI undefined) or that has
+    none is left unchanged (``c = 0``).
+
+    Args:
+      params: trained weights ``w_t`` (floating pytree; NaN/Inf is a ValueError).
+      mask: current keep-mask ``m_t`` (booleans shaped like params; None = all live).
+      p, q: PQ Index exponents (``0 < p <= 1 <= q``, ``p < q``); paper: (0.5, 1) or (1, 2).
+      eta: ``eta_r >= 0`` (paper: 0). gamma: scaling factor ``> 0`` (paper: 1).
+      beta: maximum fraction of the live weights removed per step, in ``(0, 1]`` (paper: 0.9).
+      scope: ``"global"``, ``"layer"`` or ``"neuron"`` (last kernel axis = output unit).
+      prunable: which leaves may be pruned (default: Dense/Conv kernels).
+
+    Returns:
+      :class:`PruneStepResult`: ``mask = m_{t+1}`` and per-unit ``d, pqi, r, c``.
+    """
+    p, q = check_pq(p, q)
+    eta = check_eta(eta)
+    gamma = _check_positive(gamma, "gamma")
+    beta = _check_positive(beta, "beta", upper=1.0)
+
+    def removed(d: np.ndarray, r: np.ndarray) -> np.ndarray:
+        return floor_count(np.minimum(gamma * (d - np.where(np.isnan(r), d, r)), beta * d))
+
+    return _step(params, mask, scope=scope, prunable=prunable, p=p, q=q, eta=eta,
+                 removed=removed)
+
+
+def fraction_step(params: PyTree, mask: PyTree | None, *, fraction: float = 0.2,
+                  scope: Scope = "global", prunable: Prunable | PyTree | None = None,
+                  p: float = 0.5, q: float = 1.0) -> PruneStepResult:
+    """Prune ``floor(fraction * d_t)`` smallest live weights per unit (One Shot / LT step).
+
+    The step of the fixed-rate baselines (SPEC 3.2, seed section 4.1, ``P = 0.2``):
+    ``fraction`` is the sparsity applied to the *remaining* weights of each unit, so after
+    ``t`` steps a unit keeps about ``(1 - fraction)^t`` of its weights. ``p, q`` only choose
+    the PQ Index reported in the diagnostics (the paper plots PQI for every method).
+
+    Args:
+      params: weights whose magnitudes rank the pruning (``w_t`` for Lottery Ticket, ``w_0``
+        for One Shot; see the policies).
+      mask: current keep-mask (None = all live).
+      fraction: in ``[0, 1)`` (``ValueError`` naming fraction).
+      scope, prunable: as in :func:`sap_step`.
+    """
+    fraction = check_fraction(fraction, "fraction")
+    p, q = check_pq(p, q)
+
+    def removed(d: np.ndarray, r: np.ndarray) -> np.ndarray:
+        return floor_count(fraction * d)
+
+    return _step(params, mask, scope=scope, prunable=prunable, p=p, q=q, eta=0.0,
+                 removed=removed)
+
+
+# --------------------------------------------------------------------------- policies
+
+@dataclasses.dataclass(frozen=True)
+class SAP:
+    """Sparsity-informed Adaptive Pruning (seed Algorithm 1); defaults are the paper's."""
+
+    p: float = 0.5
+    q: float = 1.0
+    eta: float = 0.0
+    gamma: float = 1.0
+    beta: float = 0.9
+    ranks: Literal["current", "dense"] = dataclasses.field(default="current", init=False)
+    retrain: bool = dataclasses.field(default=True, init=False)
+    rewind: Literal["init"] | None = dataclasses.field(default="init", init=False)
+
+    def __post_init__(self) -> None:
+        check_pq(self.p, self.q)
+        check_eta(self.eta)
+        _check_positive(self.gamma, "gamma")
+        _check_positive(self.beta, "beta", upper=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LotteryTicket:
+    """Lottery Ticket (Frankle & Carbin): prune ``fraction`` of the remaining weights of
+    ``w_t``, then rewind to ``w_init * m_{t+1}`` and retrain."""
+
+    fraction: float = 0.2
+    ranks: Literal["current", "dense"] = dataclasses.field(default="current", init=False)
+    retrain: bool = dataclasses.field(default=True, init=False)
+    rewind: Literal["init"] | None = dataclasses.field(default="init", init=False)
+
+    def __post_init__(self) -> None:
+        check_fraction(self.fraction, "fraction")
+
+
+@dataclasses.dataclass(frozen=True)
+class OneShot:
+    """One Shot: prune ``fraction`` of the remaining weights ranked by ``w_0`` (the dense
+    model trained once, at iteration 0); never retrained, the model at iteration ``t`` is
+    ``w_0 * m_t``."""
+
+    fraction: float = 0.2
+    ranks: Literal["current", "dense"] = dataclasses.field(default="dense", init=False)
+    retrain: bool = dataclasses.field(default=False, init=False)
+    rewind: Literal["init"] | None = dataclasses.field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        check_fraction(self.fraction, "fraction")
+
+
+Policy = SAP | LotteryTicket | OneShot
+
+
+def prune_step(policy: Policy, params: PyTree, mask: PyTree | None, *, scope: Scope = "global",
+               prunable: Prunable | PyTree | None = None) -> PruneStepResult:
+    """One pruning step of ``policy`` (SPEC 3.2): :func:`sap_step` or :func:`fraction_step`.
+
+    ``params`` must be the weights the policy ranks by (``policy.ranks``: ``"current"`` =
+    ``w_t``, the weights just trained; ``"dense"`` = ``w_0``, the dense model trained once).
+    The caller (the iterative driver) then applies ``policy.retrain`` and ``policy.rewind``.
+    """
+    if isinstance(policy, SAP):
+        return sap_step(params, mask, p=policy.p, q=policy.q, eta=policy.eta,
+                        gamma=policy.gamma, beta=policy.beta, scope=scope, prunable=prunable)
+    if isinstance(policy, LotteryTicket | OneShot):
+        return fraction_step(params, mask, fraction=policy.fraction, scope=scope,
+                             prunable=prunable)
+    raise TypeError(f"policy must be SAP, LotteryTicket or OneShot, got {type(policy).__name__}")

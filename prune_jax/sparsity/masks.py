@@ -1,0 +1,183 @@
+"""Magnitude masks, applying masks, and sparsity reports counted from masks (SPEC 2.3, 3.2).
+
+A *mask* is a pytree of booleans with the structure and shapes of the parameters: True = kept,
+False = pruned. Leaves that are not prunable (biases, normalisation parameters by default, see
+:func:`prune_jax.tree.default_prunable`) carry all-True masks. Sparsity = fraction removed,
+density = fraction kept, both counted from masks (never from zero values).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prune_jax.sparsity._checks import (
+    Scope,
+    check_fraction,
+    check_mask,
+    check_scope,
+    check_values,
+)
+from prune_jax.sparsity._select import kept_after_removal
+from prune_jax.sparsity._units import floor_count, unit_sizes, units_per_leaf
+from prune_jax.tree import Prunable, PyTree, leaf_names, prunable_tree
+
+Array = jax.Array
+
+__all__ = ["MaskCount", "SparsityReport", "apply_mask", "magnitude_mask", "sparsity_report"]
+
+_INDEX_LIMIT = 2**31 - 1  # flat indices and counts are int32
+
+
+class PrunableSplit(NamedTuple):
+    """The prunable leaves of ``params`` and their current masks (private to this package)."""
+
+    index: list[int]          # positions of the prunable leaves in ``jax.tree.leaves(params)``
+    leaves: list[Array]       # the prunable parameter leaves
+    live: list[Array] | None  # their masks, or None when no mask was given
+    masks: list[Array]        # the mask of every leaf (all-True where none was given)
+
+
+def split_prunable(params: PyTree, mask: PyTree | None,
+                   prunable: Prunable | PyTree | None) -> PrunableSplit:
+    """Validate ``params``/``mask``/``prunable`` on the host and pick out the prunable leaves."""
+    if mask is not None:
+        check_mask(params, mask)
+    flags = jax.tree.leaves(prunable_tree(params, prunable))
+    leaves = [jnp.asarray(x) for x in jax.tree.leaves(params)]
+    index = [i for i, f in enumerate(flags) if f]
+    if not index:
+        raise ValueError("prunable: no leaf of params is prunable (expected Dense/Conv kernels)")
+    chosen = [leaves[i] for i in index]
+    names = leaf_names(params)
+    check_values({names[i]: leaves[i] for i in index}, "params")
+    if sum(x.size for x in chosen) > _INDEX_LIMIT:
+        raise ValueError(f"params: more than {_INDEX_LIMIT} prunable weights are not supported")
+    masks = ([jnp.ones(x.shape, bool) for x in leaves] if mask is None
+             else [jnp.asarray(m) for m in jax.tree.leaves(mask)])
+    live = None if mask is None else [masks[i] for i in index]
+    return PrunableSplit(index=index, leaves=chosen, live=live, masks=masks)
+
+
+def merge_masks(params: PyTree, split: PrunableSplit, kept: list[Array]) -> PyTree:
+    """Rebuild a full mask pytree: new masks on prunable leaves, the old ones elsewhere."""
+    masks = list(split.masks)
+    for i, k in zip(split.index, kept, strict=True):
+        masks[i] = k
+    return jax.tree.unflatten(jax.tree.structure(params), masks)
+
+
+def unit_counts(shapes: list[tuple[int, ...]], scope: Scope, per_unit: np.ndarray | list
+                ) -> list[Array]:
+    """Per-leaf ``(u,)`` int32 arrays from host counts (one per leaf, or per unit)."""
+    out = []
+    for shape, c in zip(shapes, per_unit, strict=True):
+        out.append(jnp.broadcast_to(jnp.asarray(c, jnp.int32), (units_per_leaf(shape, scope),)))
+    return out
+
+
+def magnitude_mask(params: PyTree, sparsity: float, *, scope: Scope = "global",
+                   prunable: Prunable | PyTree | None = None,
+                   mask: PyTree | None = None) -> PyTree:
+    """Keep-mask that removes the smallest magnitudes, ``floor(sparsity * m)`` per unit.
+
+    Magnitude pruning at a given **sparsity** (fraction removed; SPEC 2.3 "global one-shot
+    magnitude pruning", SPEC 3.2 scopes). In every scope unit of ``m`` prunable weights,
+    exactly ``floor(sparsity * m)`` weights with the smallest ``|w|`` are removed; ties are
+    broken deterministically (lower flat index removed first; across leaves of the global unit,
+    earlier leaves in ``jax.tree.leaves`` order first). The floor is taken in float64 with a
+    1e-9 relative tolerance, so ``0.29 * 100`` removes 29.
+
+    Args:
+      params: parameter pytree (floating leaves; NaN/Inf in prunable leaves is a ValueError).
+      sparsity: fraction removed per unit, in ``[0, 1)`` (``ValueError`` naming sparsity).
+      scope: ``"global"`` (all prunable weights form one unit), ``"layer"`` (each prunable leaf)
+        or ``"neuron"`` (each output unit: the LAST axis of a Flax kernel; the other axes form
+        the unit).
+      prunable: which leaves may be pruned: ``None`` (:func:`prune_jax.tree.default_prunable`,
+        Dense/Conv kernels), a predicate ``(name, leaf) -> bool``, or a pytree of bools.
+      mask: optional current keep-mask. Its pruned weights rank below every magnitude and stay
+        pruned; a unit that already has more than ``floor(sparsity * m)`` pruned keeps them all
+        pruned (and loses no other weight).
+
+    Returns:
+      A boolean pytree shaped like ``params`` (True = kept). Non-prunable leaves get ``mask``'s
+      leaf, or all-True. Exact and sort-free (``_select``); usable under ``jit`` with
+      ``sparsity`` a Python float.
+    """
+    sparsity = check_fraction(sparsity, "sparsity")
+    scope = check_scope(scope)
+    split = split_prunable(params, mask, prunable)
+    shapes = [x.shape for x in split.leaves]
+    at_least = unit_counts(shapes, scope, floor_count(sparsity * np.asarray(
+        unit_sizes(shapes, scope), np.float64)))
+    extra = unit_counts(shapes, scope, [0] * len(shapes))
+    kept = kept_after_removal(split.leaves, split.live, at_least, extra, scope=scope)
+    return merge_masks(params, split, kept)
+
+
+def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
+    """``params * mask`` leaf by leaf: pruned entries become exactly 0.0 (dtypes kept).
+
+    ``mask`` must have the structure and shapes of ``params`` (``ValueError`` naming mask) and
+    boolean leaves (``TypeError``). Works under ``jit``.
+    """
+    check_mask(params, mask)
+    return jax.tree.map(lambda w, m: jnp.where(m, w, jnp.zeros((), jnp.result_type(w))),
+                        params, mask)
+
+
+class MaskCount(NamedTuple):
+    """Counts of one set of weights: ``total``, ``kept``, ``sparsity`` (removed fraction) and
+    ``density`` (kept fraction). An empty set has sparsity 0 and density 1."""
+
+    total: int
+    kept: int
+    sparsity: float
+    density: float
+
+
+def _count(total: int, kept: int) -> MaskCount:
+    density = kept / total if total else 1.0
+    return MaskCount(total=total, kept=kept, sparsity=1.0 - density, density=density)
+
+
+class SparsityReport(NamedTuple):
+    """Sparsity of a mask, counted from the mask itself (not from zero values).
+
+    ``leaves``: per-leaf counts, keyed by slash-separated leaf name; ``prunable``: over the
+    prunable leaves only (what pruning scopes act on); ``overall``: over every leaf.
+    """
+
+    leaves: dict[str, MaskCount]
+    prunable: MaskCount
+    overall: MaskCount
+
+
+def sparsity_report(mask: PyTree, prunable: Prunable | PyTree | None = None) -> SparsityReport:
+    """Per-leaf and global sparsity/density of a keep-mask (SPEC preamble vocabulary).
+
+    ``prunable`` selects the leaves counted in ``report.prunable`` (default
+    :func:`prune_jax.tree.default_prunable`, evaluated on the mask's leaf names and shapes).
+    One host transfer of per-leaf counts.
+    """
+    leaves = jax.tree.leaves(mask)
+    if not leaves:
+        raise ValueError("mask has no leaves")
+    for x in leaves:
+        if jnp.result_type(x) != jnp.bool_:
+            raise TypeError(f"mask leaves must be boolean (True = kept), got {jnp.result_type(x)}")
+    flags = jax.tree.leaves(prunable_tree(mask, prunable))
+    kept = jax.device_get([jnp.sum(x, dtype=jnp.int32) for x in leaves])
+    totals = [int(np.prod(np.shape(x), dtype=np.int64)) for x in leaves]
+    per_leaf = {n: _count(t, int(k)) for n, t, k in zip(leaf_names(mask), totals, kept,
+                                                         strict=True)}
+    sel = [(t, int(k)) for t, k, f in zip(totals, kept, flags, strict=True) if f]
+    return SparsityReport(
+        leaves=per_leaf,
+        prunable=_count(sum(t for t, _ in sel), sum(k for _, k in sel)),
+        overall=_count(sum(totals), sum(int(k) for k in kept)),
+    )

@@ -1,0 +1,120 @@
+"""Optax transforms for sparse training: l1 penalty, l1 proximal step, frozen pruned weights.
+
+All three are ``optax.GradientTransformation`` objects with empty state, so they compose with
+any optimizer through ``optax.chain`` (SPEC 2.4):
+
+    tx = optax.chain(l1(5e-5), optax.sgd(0.1, momentum=0.9), keep_pruned(mask))
+
+``l1`` goes FIRST (it edits the gradient, like weight decay in ``optax.chain(
+add_decayed_weights, sgd)``); ``l1_prox`` and ``keep_pruned`` go LAST (they edit the final
+step, after the optimizer has scaled it), with ``keep_pruned`` the very last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from prune_jax.sparsity._checks import check_real
+from prune_jax.tree import PyTree, check_same_structure
+
+Array = jax.Array
+MaskLike = PyTree | Callable[[PyTree], PyTree]
+
+__all__ = ["keep_pruned", "l1", "l1_prox"]
+
+
+def _nonnegative(value: Any, name: str) -> float:
+    value = check_real(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _need_params(params: PyTree | None, name: str) -> PyTree:
+    if params is None:
+        raise ValueError(f"{name} needs the parameters: call update(updates, state, params)")
+    return params
+
+
+def _masked(tx: optax.GradientTransformation,
+            mask: MaskLike | None) -> optax.GradientTransformation:
+    return tx if mask is None else optax.masked(tx, mask)
+
+
+def l1(strength: float, mask: MaskLike | None = None) -> optax.GradientTransformation:
+    """Add the l1 subgradient ``strength * sign(w)`` to the updates (SPEC 2.4).
+
+    Chained before an optimizer, ``optax.chain(l1(lam), opt)`` is ``opt`` on the loss
+    ``L(w) + lam * ||w||_1`` (subgradient 0 chosen at ``w = 0``).
+
+    Args:
+      strength: ``lam >= 0``.
+      mask: which leaves are penalised, as in ``optax.masked``: a pytree of bools (per leaf)
+        or a callable ``params -> pytree of bools``; ``None`` penalises every leaf.
+    """
+    strength = _nonnegative(strength, "strength")
+
+    def update_fn(updates: PyTree, state: optax.EmptyState,
+                  params: PyTree | None = None) -> tuple[PyTree, optax.EmptyState]:
+        params = _need_params(params, "l1")
+        return jax.tree.map(lambda u, w: u + strength * jnp.sign(w).astype(u.dtype),
+                            updates, params), state
+
+    return _masked(optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn), mask)
+
+
+def l1_prox(threshold: float, mask: MaskLike | None = None) -> optax.GradientTransformation:
+    """Proximal l1 step (soft threshold), an alternative to :func:`l1` (SPEC 2.4, optional).
+
+    Placed after the optimizer, it turns the step ``w -> v = w + u`` into
+    ``w -> sign(v) * max(|v| - threshold, 0)``. For plain SGD with learning rate ``eta`` on
+    ``L + lam ||w||_1``, use ``threshold = eta * lam``. Unlike the subgradient, it produces
+    exact zeros.
+
+    Args:
+      threshold: soft-threshold ``>= 0`` applied per step.
+      mask: which leaves are thresholded (as in :func:`l1`).
+    """
+    threshold = _nonnegative(threshold, "threshold")
+
+    def update_fn(updates: PyTree, state: optax.EmptyState,
+                  params: PyTree | None = None) -> tuple[PyTree, optax.EmptyState]:
+        params = _need_params(params, "l1_prox")
+
+        def step(u: Array, w: Array) -> Array:
+            v = w + u
+            return (jnp.sign(v) * jnp.maximum(jnp.abs(v) - threshold, 0) - w).astype(u.dtype)
+
+        return jax.tree.map(step, updates, params), state
+
+    return _masked(optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn), mask)
+
+
+def keep_pruned(mask: MaskLike) -> optax.GradientTransformation:
+    """Zero the updates of pruned weights so they stay EXACTLY at their value (SPEC 3.2).
+
+    Put it LAST in the chain: whatever comes before (momentum, Adam, weight decay, l1) may
+    produce non-zero steps at pruned positions; this transform replaces them with 0.0, so a
+    weight that is 0.0 (see :func:`prune_jax.sparsity.apply_mask`) stays exactly 0.0.
+    Optimizer statistics (momentum, Adam moments) of pruned positions still evolve but are
+    never applied.
+
+    Args:
+      mask: keep-mask pytree of bools with the structure of the updates (True = trainable), or
+        a callable ``params -> mask``. It may be a traced ``jit`` argument: the transform has
+        empty state, so the optimizer state does not depend on the mask, and the chain can be
+        built inside the jitted step from the mask passed to it.
+    """
+    def update_fn(updates: PyTree, state: optax.EmptyState,
+                  params: PyTree | None = None) -> tuple[PyTree, optax.EmptyState]:
+        keep = mask(_need_params(params, "keep_pruned")) if callable(mask) else mask
+        check_same_structure(updates, keep, "updates", "mask")
+        return jax.tree.map(lambda u, k: jnp.where(k, u, jnp.zeros((), u.dtype)),
+                            updates, keep), state
+
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)

@@ -1,0 +1,193 @@
+"""Lanczos (SPEC 1.2) on operators with exactly known spectra, breakdown, orthogonality, vmap."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+from jax.tree_util import Partial
+
+from prune_jax.curvature import lanczos, tridiagonal_eigh
+
+
+def _matmul(a: jax.Array, v: jax.Array) -> jax.Array:
+    return a @ v
+
+
+def _operator(eigs, seed: int = 0, dtype=jnp.float32):
+    """Dense symmetric matrix with spectrum ``eigs`` in a random orthonormal basis."""
+    eigs = np.asarray(eigs, np.float64)
+    rng = np.random.default_rng(seed)
+    u = np.linalg.qr(rng.normal(size=(eigs.size, eigs.size)))[0]
+    a = (u * eigs) @ u.T
+    return Partial(_matmul, jnp.asarray((a + a.T) / 2, dtype)), a
+
+
+def _start(dim: int, seed: int = 1, dtype=jnp.float32) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(seed).normal(size=dim), dtype)
+
+
+def _tridiag(res) -> np.ndarray:
+    a, b = np.asarray(res.alphas, np.float64), np.asarray(res.betas, np.float64)
+    return np.diag(a) + np.diag(b[:-1], 1) + np.diag(b[:-1], -1)
+
+
+def _assert_valid_decomposition(res, a: np.ndarray, tol: float) -> None:
+    q = np.asarray(res.basis, np.float64)
+    m = q.shape[0]
+    assert np.abs(q @ q.T - np.eye(m)).max() < tol  # orthonormal basis
+    assert np.abs(q @ a @ q.T - _tridiag(res)).max() < tol * max(1.0, np.abs(a).max())
+
+
+def test_diagonal_full_run_recovers_spectrum_and_weights():
+    with jax.enable_x64(True):
+        d = np.linspace(-2.0, 3.0, 12)
+        op = Partial(lambda dd, v: dd * v, jnp.asarray(d))
+        z = _start(12, dtype=jnp.float64)
+        res = lanczos(op, z, 12, return_basis=True)
+        ritz = tridiagonal_eigh(res.alphas, res.betas)
+        np.testing.assert_allclose(ritz.values, d, atol=1e-12)
+        # Gauss quadrature weights = squared components of q_1 in the eigenbasis
+        zz = np.asarray(z) ** 2
+        np.testing.assert_allclose(ritz.weights, zz / zz.sum(), atol=1e-12)
+        assert ritz.weights.sum() == pytest.approx(1.0, abs=1e-14)
+        _assert_valid_decomposition(res, np.diag(d), 1e-12)
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["f32", "f64"])
+def test_rank_three_operator_breaks_down_and_stays_exact(x64):
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        op, a = _operator([7.0, -1.0, 3.0] + [0.0] * 47, dtype=dtype)
+        res = lanczos(op, _start(50, dtype=dtype), 10, return_basis=True)
+        assert np.all(np.isfinite(res.alphas)) and np.all(np.isfinite(res.betas))
+        # Krylov space of a rank-3 operator from a generic start has dimension 4
+        assert float(res.betas[3]) == 0.0
+        ritz = np.sort(tridiagonal_eigh(res.alphas, res.betas).values)
+        tol = 1e-12 if x64 else 2e-5
+        np.testing.assert_allclose(ritz[[0, -2, -1]], [-1.0, 3.0, 7.0], atol=tol * 7)
+        np.testing.assert_allclose(ritz[1:-2], 0.0, atol=tol * 7)
+        _assert_valid_decomposition(res, a, 1e-12 if x64 else 2e-6)
+
+
+def test_repeated_eigenvalues_give_exact_distinct_values():
+    eigs = [1.0] * 20 + [2.0] * 20 + [5.0] * 10
+    op, a = _operator(eigs, seed=3)
+    res = lanczos(op, _start(50), 9, return_basis=True)
+    assert float(res.betas[2]) == 0.0 and float(res.betas[5]) == 0.0  # 3 distinct values
+    ritz = tridiagonal_eigh(res.alphas, res.betas).values
+    dist = np.min(np.abs(ritz[:, None] - np.array([1.0, 2.0, 5.0])[None]), axis=1)
+    assert dist.max() < 1e-5
+    _assert_valid_decomposition(res, a, 2e-6)
+
+
+def test_indefinite_spectrum_full_run():
+    with jax.enable_x64(True):
+        eigs = np.concatenate([np.linspace(-3.0, -0.5, 15), np.linspace(0.2, 4.0, 25)])
+        op, a = _operator(eigs, seed=4, dtype=jnp.float64)
+        res = lanczos(op, _start(40, dtype=jnp.float64), 40, return_basis=True)
+        np.testing.assert_allclose(tridiagonal_eigh(res.alphas, res.betas).values, eigs,
+                                   atol=1e-10)
+        _assert_valid_decomposition(res, a, 1e-12)
+
+
+def test_float32_basis_is_orthonormal_with_reorthogonalisation():
+    rng = np.random.default_rng(5)
+    eigs = np.concatenate([rng.exponential(size=390), [50.0, 40.0, 30.0, 20.0, 10.0]])
+    op, a = _operator(eigs, seed=5)
+    res = lanczos(op, _start(395), 80, return_basis=True)
+    q = np.asarray(res.basis, np.float64)
+    assert np.abs(q @ q.T - np.eye(80)).max() < 1e-6
+    top = np.sort(tridiagonal_eigh(res.alphas, res.betas).values)[-5:]
+    np.testing.assert_allclose(top, [10.0, 20.0, 30.0, 40.0, 50.0], rtol=1e-5)
+
+
+def test_plain_recurrence_matches_reorthogonalised_for_few_steps():
+    with jax.enable_x64(True):
+        op, _ = _operator(np.linspace(1.0, 2.0, 30), seed=6, dtype=jnp.float64)
+        z = _start(30, dtype=jnp.float64)
+        full = lanczos(op, z, 6)
+        plain = lanczos(op, z, 6, reorthogonalize=False)
+        np.testing.assert_allclose(plain.alphas, full.alphas, rtol=1e-10)
+        np.testing.assert_allclose(plain.betas, full.betas, rtol=1e-8)
+
+
+def test_plain_recurrence_stops_at_breakdown():
+    op, _ = _operator([7.0, -1.0, 3.0] + [0.0] * 47)
+    res = lanczos(op, _start(50), 10, reorthogonalize=False)
+    assert int(res.length) == 4
+    assert np.all(np.asarray(res.alphas[4:]) == 0) and np.all(np.asarray(res.betas[3:]) == 0)
+    ritz = tridiagonal_eigh(res.alphas, res.betas)
+    short = tridiagonal_eigh(res.alphas[:4], res.betas[:4])
+    np.testing.assert_allclose(np.sort(short.values)[[0, 2, 3]], [-1.0, 3.0, 7.0], rtol=1e-5)
+    # the zero padding adds only zero-weight nodes: the quadrature is that of T_4
+    for p in range(4):
+        assert np.sum(ritz.weights * ritz.values**p) == pytest.approx(
+            np.sum(short.weights * short.values**p), rel=1e-9, abs=1e-12)
+
+
+def test_zero_operator_has_no_nan():
+    op = Partial(lambda v: 0.0 * v)
+    res = lanczos(op, _start(8), 5, return_basis=True)
+    np.testing.assert_array_equal(res.alphas, 0.0)
+    np.testing.assert_array_equal(res.betas, 0.0)
+    q = np.asarray(res.basis)
+    np.testing.assert_allclose(q @ q.T, np.eye(5), atol=1e-6)
+
+
+def test_gauss_quadrature_is_exact_for_low_degree_moments():
+    with jax.enable_x64(True):
+        op, a = _operator(np.linspace(-1.0, 2.0, 25), seed=7, dtype=jnp.float64)
+        z = _start(25, dtype=jnp.float64)
+        m = 4
+        res = lanczos(op, z, m)
+        ritz = tridiagonal_eigh(res.alphas, res.betas)
+        q1 = np.asarray(z) / np.linalg.norm(z)
+        for p in range(2 * m):
+            want = q1 @ np.linalg.matrix_power(a, p) @ q1
+            assert np.sum(ritz.weights * ritz.values**p) == pytest.approx(want, abs=1e-10)
+
+
+def test_ritz_residuals_equal_true_residual_norms():
+    with jax.enable_x64(True):
+        op, a = _operator(np.linspace(0.0, 1.0, 60) ** 3, seed=8, dtype=jnp.float64)
+        res = lanczos(op, _start(60, dtype=jnp.float64), 15, return_basis=True)
+        ritz = tridiagonal_eigh(res.alphas, res.betas)
+        y = ritz.vectors.T @ np.asarray(res.basis)  # Ritz vectors, one per row
+        true = np.linalg.norm(y @ a - ritz.values[:, None] * y, axis=1)
+        np.testing.assert_allclose(ritz.residuals, true, atol=1e-10)
+
+
+def test_tridiagonal_eigh_matches_scipy_and_batches():
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(3, 7)), np.abs(rng.normal(size=(3, 7)))
+    out = tridiagonal_eigh(a, b)
+    for i in range(3):
+        w, s = scipy.linalg.eigh_tridiagonal(a[i], b[i, :-1])
+        np.testing.assert_allclose(out.values[i], w, atol=1e-12)
+        np.testing.assert_allclose(out.weights[i], s[0] ** 2, atol=1e-12)
+        np.testing.assert_allclose(out.residuals[i], np.abs(b[i, -1] * s[-1]), atol=1e-12)
+    np.testing.assert_allclose(out.weights.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_vmap_over_start_vectors_equals_sequential():
+    op, _ = _operator(np.linspace(0.5, 3.0, 40), seed=10)
+    starts = jnp.stack([_start(40, seed=s) for s in range(4)])
+    batched = jax.vmap(lambda v: lanczos(op, v, 12, return_basis=True))(starts)
+    for i in range(4):
+        one = lanczos(op, starts[i], 12, return_basis=True)
+        np.testing.assert_allclose(batched.alphas[i], one.alphas, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(batched.betas[i], one.betas, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(batched.basis[i], one.basis, atol=1e-5)
+
+
+def test_pytree_start_vector_and_basis():
+    d = {"a": jnp.arange(1.0, 4.0), "b": jnp.arange(4.0, 6.0).reshape(1, 2)}
+    op = Partial(lambda dd, v: jax.tree.map(jnp.multiply, dd, v), d)
+    v0 = jax.tree.map(jnp.ones_like, d)
+    res = lanczos(op, v0, 5, return_basis=True)
+    assert res.basis["a"].shape == (5, 3) and res.basis["b"].shape == (5, 1, 2)
+    np.testing.assert_allclose(tridiagonal_eigh(res.alphas, res.betas).values,
+                               [1.0, 2.0, 3.0, 4.0, 5.0], rtol=1e-5)

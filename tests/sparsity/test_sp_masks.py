@@ -1,0 +1,211 @@
+"""Magnitude masks, apply_mask and sparsity reports (SPEC 2.3, 3.2) against a sorting oracle."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sp_oracles import gather, remove_smallest_np, scatter, units_np
+
+from prune_jax.sparsity import apply_mask, magnitude_mask, sparsity_report
+
+SCOPES = ["global", "layer", "neuron"]
+
+
+def make_params(seed: int, ties: bool = False) -> dict:
+    """A small Flax-like tree: two kernels (one conv), biases, a norm scale."""
+    rng = np.random.default_rng(seed)
+
+    def draw(shape: tuple[int, ...]) -> np.ndarray:
+        if ties:  # few distinct magnitudes, both signs, and exact zeros
+            return (rng.integers(-3, 4, shape) * 0.5).astype(np.float32)
+        return rng.standard_normal(shape).astype(np.float32)
+
+    return {
+        "Conv_0": {"kernel": draw((3, 3, 2, 4)), "bias": draw((4,))},
+        "BatchNorm_0": {"scale": draw((4,))},
+        "Dense_0": {"kernel": draw((36, 5)), "bias": draw((5,))},
+    }
+
+
+def kernels(tree: dict) -> list[np.ndarray]:
+    """The prunable leaves in jax.tree.leaves order (Conv_0 before Dense_0)."""
+    return [np.asarray(tree["Conv_0"]["kernel"]), np.asarray(tree["Dense_0"]["kernel"])]
+
+
+def oracle_mask(params: dict, sparsity: float, scope: str, mask: dict | None = None
+                ) -> list[np.ndarray]:
+    leaves = kernels(params)
+    live = [np.ones(x.shape, bool) for x in leaves] if mask is None else kernels(mask)
+    out = [np.ones(x.shape, bool) for x in leaves]
+    for unit in units_np(leaves, scope):
+        values, alive = gather(leaves, unit), gather(live, unit)
+        k = max(int(np.floor(sparsity * values.size + 1e-9)), int((~alive).sum()))
+        scatter(out, unit, ~remove_smallest_np(values, alive, k))
+    return out
+
+
+def random_mask(params: dict, seed: int, density: float = 0.7) -> dict:
+    rng = np.random.default_rng(seed)
+    mask = jax.tree.map(lambda x: np.ones(np.shape(x), bool), params)
+    for layer in ("Conv_0", "Dense_0"):
+        shape = params[layer]["kernel"].shape
+        mask[layer]["kernel"] = rng.uniform(size=shape) < density
+    return mask
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_matches_sorting_oracle(scope: str, ties: bool, with_mask: bool) -> None:
+    params = make_params(0, ties)
+    mask = random_mask(params, 1) if with_mask else None
+    for sparsity in (0.0, 0.1, 0.37, 0.5, 0.9, 0.999):
+        got = magnitude_mask(params, sparsity, scope=scope, mask=mask)
+        for g, want in zip(kernels(got), oracle_mask(params, sparsity, scope, mask), strict=True):
+            np.testing.assert_array_equal(g, want)
+        for name in ("bias",):
+            assert np.all(got["Conv_0"][name]) and np.all(got["Dense_0"][name])
+        assert np.all(got["BatchNorm_0"]["scale"])
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_exact_count_per_unit(scope: str) -> None:
+    params = make_params(2)
+    leaves = kernels(params)
+    for sparsity in (0.05, 0.29, 0.5, 0.77):
+        got = kernels(magnitude_mask(params, sparsity, scope=scope))
+        for unit in units_np(leaves, scope):
+            kept = gather(got, unit)
+            # floor(sparsity * m) removed; 0.29 * 36 etc. must not lose one to rounding
+            assert (~kept).sum() == int(np.floor(round(sparsity * kept.size, 9)))
+
+
+def test_ties_removed_in_flat_order_across_leaves() -> None:
+    params = {"a": {"kernel": np.ones((2, 3), np.float32)},
+              "b": {"kernel": np.ones((3, 2), np.float32)}}
+    got = magnitude_mask(params, 0.5, scope="global")
+    np.testing.assert_array_equal(got["a"]["kernel"], np.zeros((2, 3), bool))
+    np.testing.assert_array_equal(got["b"]["kernel"], np.ones((3, 2), bool))
+    got = magnitude_mask(params, 0.34, scope="neuron")  # floor(0.34 * 2) = 0 per neuron
+    assert np.all(got["a"]["kernel"])
+    got = magnitude_mask(params, 0.5, scope="neuron")  # neuron j of "b": rows 0..2, drop row 0
+    np.testing.assert_array_equal(got["b"]["kernel"], [[False, False], [True, True],
+                                                         [True, True]])
+
+
+def test_zero_and_negative_zero_rank_below_positive() -> None:
+    w = np.array([[0.5, -0.0], [0.0, -1e-30], [2.0, 1e-37]], np.float32)
+    got = magnitude_mask({"k": {"kernel": w}}, 0.5)["k"]["kernel"]
+    np.testing.assert_array_equal(got, [[True, False], [False, True], [True, False]])
+
+
+def test_existing_mask_stays_pruned_even_when_sparsity_is_lower() -> None:
+    params = make_params(3)
+    mask = random_mask(params, 4, density=0.3)
+    got = magnitude_mask(params, 0.2, scope="layer", mask=mask)
+    for g, m in zip(kernels(got), kernels(mask), strict=True):
+        np.testing.assert_array_equal(g, m)  # more than 20% already pruned: nothing else goes
+    got = magnitude_mask(params, 0.9, scope="layer", mask=mask)
+    for g, m in zip(kernels(got), kernels(mask), strict=True):
+        assert not np.any(g & ~m)
+
+
+def test_custom_prunable_and_deterministic() -> None:
+    params = make_params(5)
+    only_dense = lambda name, leaf: name == "Dense_0/kernel"
+    got = magnitude_mask(params, 0.5, prunable=only_dense)
+    assert np.all(got["Conv_0"]["kernel"])
+    assert (~got["Dense_0"]["kernel"]).sum() == 90
+    again = magnitude_mask(params, 0.5, prunable=only_dense)
+    np.testing.assert_array_equal(got["Dense_0"]["kernel"], again["Dense_0"]["kernel"])
+    flags = jax.tree.map(lambda _: False, params)
+    flags["Conv_0"]["bias"] = True
+    got = magnitude_mask(params, 0.5, prunable=flags)
+    assert (~got["Conv_0"]["bias"]).sum() == 2 and np.all(got["Dense_0"]["kernel"])
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_under_jit_and_with_bfloat16(scope: str) -> None:
+    params = make_params(6)
+    eager = magnitude_mask(params, 0.6, scope=scope)
+    jitted = jax.jit(lambda p: magnitude_mask(p, 0.6, scope=scope))(params)
+    jax.tree.map(np.testing.assert_array_equal, eager, jitted)
+    bf = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), params)
+    want = oracle_mask(jax.tree.map(lambda x: np.asarray(x, np.float32), bf), 0.6, scope)
+    for g, w in zip(kernels(magnitude_mask(bf, 0.6, scope=scope)), want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_float64_keys_resolve_differences_below_float32() -> None:
+    with jax.enable_x64(True):
+        w = np.array([[1.0 + 1e-12, 1.0], [1.0 + 3e-12, 1.0 + 2e-12]])
+        got = magnitude_mask({"d": {"kernel": jnp.asarray(w)}}, 0.5)["d"]["kernel"]
+    np.testing.assert_array_equal(got, [[False, False], [True, True]])
+
+
+def test_many_ties_straddling_in_a_larger_global_unit() -> None:
+    rng = np.random.default_rng(7)
+    params = {f"L{i}": {"kernel": (rng.integers(0, 5, (64, 33)) / 4).astype(np.float32)}
+              for i in range(3)}
+    leaves = [params[f"L{i}"]["kernel"] for i in range(3)]
+    for sparsity in (0.3, 0.61):
+        got = magnitude_mask(params, sparsity)
+        flat = np.concatenate([x.ravel() for x in leaves])
+        want = ~remove_smallest_np(flat, np.ones(flat.size, bool),
+                                   int(np.floor(sparsity * flat.size + 1e-9)))
+        np.testing.assert_array_equal(
+            np.concatenate([got[f"L{i}"]["kernel"].ravel() for i in range(3)]), want)
+
+
+def test_apply_mask_and_report() -> None:
+    params = make_params(8)
+    params["Dense_0"]["kernel"][0, :] = 0.0  # zeros in params must not count as pruned
+    mask = magnitude_mask(params, 0.25, scope="layer")
+    masked = apply_mask(params, mask)
+    for w, m in zip(jax.tree.leaves(masked), jax.tree.leaves(mask), strict=True):
+        assert w.dtype == jnp.float32
+        assert np.all(np.asarray(w)[~np.asarray(m)] == 0.0)
+    np.testing.assert_array_equal(masked["Conv_0"]["kernel"][mask["Conv_0"]["kernel"]],
+                                  params["Conv_0"]["kernel"][mask["Conv_0"]["kernel"]])
+    report = sparsity_report(mask)
+    assert report.leaves["Conv_0/kernel"] == (72, 54, 0.25, 0.75)
+    assert report.leaves["Dense_0/kernel"] == (180, 135, 0.25, 0.75)
+    assert report.leaves["Dense_0/bias"].sparsity == 0.0
+    assert report.prunable.total == 252 and report.prunable.kept == 189
+    assert report.overall.total == 252 + 13 and report.overall.kept == 189 + 13
+    np.testing.assert_allclose(report.overall.density + report.overall.sparsity, 1.0)
+    jitted = jax.jit(apply_mask)(params, mask)
+    jax.tree.map(np.testing.assert_array_equal, masked, jitted)
+
+
+def test_errors_name_the_argument() -> None:
+    params = make_params(9)
+    for bad in (1.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="sparsity"):
+            magnitude_mask(params, bad)
+    with pytest.raises(TypeError, match="sparsity"):
+        magnitude_mask(params, "0.5")
+    with pytest.raises(ValueError, match="scope"):
+        magnitude_mask(params, 0.5, scope="channel")
+    short = {"Conv_0": params["Conv_0"]}
+    with pytest.raises(ValueError, match="mask"):
+        magnitude_mask(params, 0.5, mask=jax.tree.map(lambda x: np.ones(x.shape, bool), short))
+    wrong_shape = jax.tree.map(lambda x: np.ones(np.shape(x), bool), params)
+    wrong_shape["Dense_0"]["kernel"] = np.ones((5, 36), bool)
+    with pytest.raises(ValueError, match="mask"):
+        magnitude_mask(params, 0.5, mask=wrong_shape)
+    with pytest.raises(ValueError, match="mask"):
+        apply_mask(params, wrong_shape)
+    with pytest.raises(TypeError, match="mask"):
+        apply_mask(params, jax.tree.map(lambda x: np.ones(np.shape(x), np.float32), params))
+    nan = jax.tree.map(np.copy, params)
+    nan["Dense_0"]["kernel"][3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"params contains NaN or Inf \(leaf 'Dense_0/kernel'"):
+        magnitude_mask(nan, 0.5)
+    ints = jax.tree.map(lambda x: np.ones(np.shape(x), np.int32), params)
+    with pytest.raises(TypeError, match="params"):
+        magnitude_mask(ints, 0.5)
+    with pytest.raises(ValueError, match="prunable"):
+        magnitude_mask({"bias": np.ones(3, np.float32)}, 0.5)
