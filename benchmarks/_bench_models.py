@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 PyTree = Any
 
@@ -83,25 +83,40 @@ def machine_header() -> str:
 
 # --------------------------------------------------------------------------- timing
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
-                warmup: int = 1) -> dict[str, list[float]]:
-    """Wall-clock seconds of each ``fn()`` over ``repeats`` rounds, contenders alternated.
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                budget_s: float = float("inf"), min_samples: int = 2,
+                sample_s: float = 0.05) -> dict[str, list[float]]:
+    """Seconds per call of each ``fn()`` over ``repeats`` rounds, contenders alternated.
 
-    Each function is called ``warmup`` times first (compilation, caches). In every round each
-    contender runs once, in an order rotated by one per round; results are passed through
-    ``jax.block_until_ready`` (a no-op for torch tensors and floats). Returns the raw times.
+    Each function is called ``warmup`` times first (compilation, caches); the last warm-up
+    call sets how many calls make one sample (``number``, so that a sample lasts about
+    ``sample_s`` seconds: short calls are grouped to average out scheduler time slices on a
+    loaded machine). In every round each contender takes one sample, in an order rotated by one
+    per round; every call's result goes through ``jax.block_until_ready`` (a no-op for torch
+    tensors and floats). A contender whose samples already add up to more than ``budget_s``
+    seconds (and that has ``min_samples``) sits out the remaining rounds, so very slow
+    contenders have fewer samples; since that happens from some round on, sample ``i`` of
+    every contender is from round ``i``. Returns the per-call times.
     """
-    for fn in fns.values():
-        for _ in range(warmup):
+    number: dict[str, int] = {}
+    for name, fn in fns.items():
+        for _ in range(max(warmup, 1)):
+            start = time.perf_counter()
             jax.block_until_ready(fn())
+            last = time.perf_counter() - start
+        number[name] = max(1, int(sample_s / max(last, 1e-9)))
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
+            if len(times[name]) >= min_samples and sum(times[name]) * number[name] > budget_s:
+                continue
+            fn = fns[name]
             start = time.perf_counter()
-            jax.block_until_ready(fns[name]())
-            times[name].append(time.perf_counter() - start)
+            for _ in range(number[name]):
+                jax.block_until_ready(fn())
+            times[name].append((time.perf_counter() - start) / number[name])
     return times
 
 
@@ -111,8 +126,9 @@ def median(xs: Sequence[float]) -> float:
 
 
 def paired_ratio(num: Sequence[float], den: Sequence[float]) -> float:
-    """Median over rounds of ``num[i] / den[i]`` (pairs measured back to back)."""
-    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+    """Median over rounds of ``num[i] / den[i]`` (pairs measured in the same round; rounds
+    where only one of them ran are ignored)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=False))
 
 
 def fmt_ms(seconds: float) -> str:
@@ -361,8 +377,8 @@ def make_cnn(channels: Sequence[int] = (32, 64, 128), num_pools: int = 2,
     with torch.no_grad():  # running statistics (buffers) in torch's module order
         bns = [m for m in tm.modules() if isinstance(m, torch.nn.BatchNorm2d)]
         for i, bn in enumerate(bns):
-            bn.running_mean.copy_(torch.from_numpy(np.asarray(stats[f"BatchNorm_{i}"]["mean"])))
-            bn.running_var.copy_(torch.from_numpy(np.asarray(stats[f"BatchNorm_{i}"]["var"])))
+            bn.running_mean.copy_(torch.from_numpy(np.array(stats[f"BatchNorm_{i}"]["mean"])))
+            bn.running_var.copy_(torch.from_numpy(np.array(stats[f"BatchNorm_{i}"]["var"])))
     return twin
 
 

@@ -40,10 +40,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.tree_util import Partial
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_models import (  # noqa: E402
+from _bench_models import (
     Twin,
     fmt_ms,
     interleaved,
@@ -62,87 +63,98 @@ from _bench_models import (  # noqa: E402
     torch_hvp_amortised,
 )
 
-from prune_jax.curvature import hvp_operator  # noqa: E402
+from prune_jax.curvature import hvp, hvp_operator
 
 GOALS = {"MLP": (1.6, 1.25), "CNN": (2.0, None)}
 TORCH_GOALS = (1.3, 1.6)
 
 
-def bench_model(twin: Twin, batch_size: int, repeats: int) -> dict[str, Any]:
-    """Time all contenders on one twin; return medians, ratios and agreement figures."""
+def bench_model(twin: Twin, batch_size: int, repeats: int, budget_s: float) -> dict[str, Any]:
+    """Time all contenders on one twin; return raw times, agreement and one-off costs."""
     x, y = synthetic_data(batch_size, twin.input_shape, twin.num_classes, seed=1)
     loss = twin.jax_loss()
     batch = (jnp.asarray(x), jnp.asarray(y))
     batches = jax.tree.map(lambda a: a[None], batch)
     params = twin.params
-    v = jax.tree.map(lambda p, k: jax.random.normal(k, p.shape, p.dtype), params,
-                     jax.tree.unflatten(jax.tree.structure(params),
-                                        list(jax.random.split(jax.random.key(7),
-                                                              len(jax.tree.leaves(params))))))
+    keys = jax.random.split(jax.random.key(7), len(jax.tree.leaves(params)))
+    v = jax.tree.unflatten(jax.tree.structure(params), [
+        jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, jax.tree.leaves(params),
+                                                               strict=True)])
 
     grad_fn = jax.jit(jax.grad(loss))
+    loss_on_batch = lambda p: loss(p, batch)  # one object: hvp compiles once per loss_fn
     op = hvp_operator(loss, params, batches)
-    jax.block_until_ready(op(v))  # compile
-    start = time.perf_counter()
-    op_lin = jax.block_until_ready(hvp_operator(loss, params, batches, linearize=True))
-    first_lin = time.perf_counter() - start  # includes compilation of the linearisation
-    start = time.perf_counter()
-    op_lin = jax.block_until_ready(hvp_operator(loss, params, batches, linearize=True))
-    lin_seconds = time.perf_counter() - start
+    one_off: dict[str, float] = {}
+    for name, make in (("hvp_operator(linearize=True)",
+                        lambda: hvp_operator(loss, params, batches, linearize=True)),
+                       ("jax.linearize inline", lambda: lin_inline(loss, params, batch))):
+        start = time.perf_counter()
+        jax.block_until_ready(make())
+        one_off[name + " first call"] = time.perf_counter() - start
+        start = time.perf_counter()
+        jax.block_until_ready(make())
+        one_off[name] = time.perf_counter() - start
 
     @jax.jit
     def raw_hvp(p: Any, b: Any, t: Any) -> Any:
         return jax.jvp(lambda q: jax.grad(loss)(q, b), (p,), (t,))[1]
 
+    op_lin = hvp_operator(loss, params, batches, linearize=True)
+    f_lin = lin_inline(loss, params, batch)
+
     xt, yt = twin.torch_batch(x, y)
     vt = twin.to_torch(v)
     torch_amort = torch_hvp_amortised(twin, xt, yt)
 
-    hv_jax = op(v)
-    hv_lin = op_lin(v)
     hv_torch = twin.from_torch(torch_hvp(twin, xt, yt, vt))
-    hv_torch_amort = twin.from_torch(torch_amort(vt))
     agree = {
-        "prune_jax vs torch": max_rel_diff(hv_jax, hv_torch),
-        "amortised vs torch": max_rel_diff(hv_lin, hv_torch),
-        "torch amortised vs torch": max_rel_diff(hv_torch_amort, hv_torch),
+        "hvp": max_rel_diff(hvp(loss_on_batch, params, v), hv_torch),
+        "hvp_operator": max_rel_diff(op(v), hv_torch),
+        "linearized": max_rel_diff(op_lin(v), hv_torch),
+        "torch amortised": max_rel_diff(twin.from_torch(torch_amort(vt)), hv_torch),
         "grad": max_rel_diff(grad_fn(params, batch), twin.from_torch(torch_grad(twin, xt, yt))),
     }
 
     fns = {
         "jax grad": lambda: grad_fn(params, batch),
-        "prune_jax HVP": lambda: op(v),
-        "prune_jax HVP amortised": lambda: op_lin(v),
-        "raw jax HVP": lambda: raw_hvp(params, batch, v),
+        "prune_jax hvp": lambda: hvp(loss_on_batch, params, v),
+        "prune_jax hvp_operator": lambda: op(v),
+        "prune_jax hvp_operator amortised": lambda: op_lin(v),
+        "inline jvp(grad)": lambda: raw_hvp(params, batch, v),
+        "inline linearized": lambda: apply_linear(f_lin, v),
         "torch grad": lambda: torch_grad(twin, xt, yt),
         "torch HVP": lambda: torch_hvp(twin, xt, yt, vt),
         "torch HVP amortised": lambda: torch_amort(vt),
     }
     load_before = load_average()
-    times = interleaved(fns, repeats, warmup=2)
-    return {"times": times, "agree": agree, "lin": lin_seconds, "first_lin": first_lin,
+    times = interleaved(fns, repeats, warmup=1, budget_s=budget_s)
+    return {"times": times, "agree": agree, "one_off": one_off,
             "load": (load_before, load_average())}
+
+
+@jax.jit(static_argnums=0)
+def lin_inline(loss: Any, params: Any, batch: Any) -> Partial:
+    """``jax.linearize`` of the gradient at ``params`` (inline reference, no ``lax.scan``)."""
+    return jax.linearize(lambda p: jax.grad(loss)(p, batch), params)[1]
+
+
+@jax.jit
+def apply_linear(f_jvp: Partial, v: Any) -> Any:
+    """Apply a linearised gradient (tangent pass only)."""
+    return f_jvp(v)
 
 
 def report(twin: Twin, batch_size: int, res: dict[str, Any]) -> list[str]:
     """Print the tables of one model; return one-line goal verdicts."""
     t = res["times"]
-    med = {k: median(v) for k, v in t.items()}
     kind = "MLP" if twin.name.startswith("MLP") else "CNN"
-    rows = [[k, fmt_ms(med[k]), f"{min(t[k]) * 1e3:.3g}"] for k in t]
+    rows = [[k, fmt_ms(median(v)), fmt_ms(min(v)), len(v)] for k, v in t.items()]
     print_table(f"{twin.name} ({twin.num_params:,} params), batch {batch_size}; load "
-                f"{res['load'][0]} -> {res['load'][1]}", ["contender", "median ms", "min ms"],
-                rows)
-    print(f"linearisation (one-off, prune_jax amortised): {fmt_ms(res['lin'])} ms warm, "
-          f"{fmt_ms(res['first_lin'])} ms first call (with compilation)")
+                f"{res['load'][0]} -> {res['load'][1]}",
+                ["contender", "median ms", "min ms", "samples"], rows)
+    print("one-off linearisation: " + ", ".join(f"{k} {fmt_ms(s)} ms"
+                                                for k, s in res["one_off"].items()))
     single, amort = GOALS[kind]
-    r_single = paired_ratio(t["prune_jax HVP"], t["jax grad"])
-    r_amort = paired_ratio(t["prune_jax HVP amortised"], t["jax grad"])
-    r_raw = paired_ratio(t["raw jax HVP"], t["jax grad"])
-    r_torch = paired_ratio(t["torch HVP"], t["prune_jax HVP"])
-    r_torch_amort = paired_ratio(t["torch HVP amortised"], t["prune_jax HVP amortised"])
-    r_torch_grad = paired_ratio(t["torch HVP"], t["torch grad"])
-    r_torch_vs_grad = paired_ratio(t["torch grad"], t["jax grad"])
 
     def verdict(value: float, goal: float | None, upper: bool) -> str:
         if goal is None:
@@ -150,28 +162,40 @@ def report(twin: Twin, batch_size: int, res: dict[str, Any]) -> list[str]:
         ok = value <= goal if upper else value >= goal
         return f"{'<=' if upper else '>='} {goal}: {'met' if ok else 'MISSED'}"
 
-    ratio_rows = [
-        ["prune_jax HVP / jax grad", f"{r_single:.3f}", verdict(r_single, single, True)],
-        ["prune_jax amortised HVP / jax grad", f"{r_amort:.3f}", verdict(r_amort, amort, True)],
-        ["raw jax HVP / jax grad", f"{r_raw:.3f}", "-"],
-        ["torch HVP / torch grad", f"{r_torch_grad:.3f}", "-"],
-        ["torch grad / jax grad", f"{r_torch_vs_grad:.3f}", "-"],
-        ["torch HVP / prune_jax HVP (speed-up)", f"{r_torch:.3f}",
-         verdict(r_torch, TORCH_GOALS[0], False)],
-        ["torch amortised / prune_jax amortised (speed-up)", f"{r_torch_amort:.3f}",
-         verdict(r_torch_amort, TORCH_GOALS[1], False)],
+    r = lambda a, b: paired_ratio(t[a], t[b])
+    specs = [
+        ("prune_jax hvp / jax grad", r("prune_jax hvp", "jax grad"), single, True),
+        ("prune_jax hvp_operator / jax grad", r("prune_jax hvp_operator", "jax grad"), single,
+         True),
+        ("prune_jax amortised / jax grad", r("prune_jax hvp_operator amortised", "jax grad"),
+         amort, True),
+        ("inline jvp(grad) / jax grad", r("inline jvp(grad)", "jax grad"), None, True),
+        ("inline linearized / jax grad", r("inline linearized", "jax grad"), None, True),
+        ("torch HVP / torch grad", r("torch HVP", "torch grad"), None, True),
+        ("torch amortised / torch grad", r("torch HVP amortised", "torch grad"), None, True),
+        ("torch grad / jax grad", r("torch grad", "jax grad"), None, True),
+        ("speed-up: torch HVP / prune_jax hvp", r("torch HVP", "prune_jax hvp"),
+         TORCH_GOALS[0], False),
+        ("speed-up: torch HVP / prune_jax hvp_operator", r("torch HVP", "prune_jax hvp_operator"),
+         TORCH_GOALS[0], False),
+        ("speed-up: torch amortised / prune_jax amortised",
+         r("torch HVP amortised", "prune_jax hvp_operator amortised"), TORCH_GOALS[1], False),
     ]
+    ratio_rows = [[name, f"{value:.3f}", verdict(value, goal, upper)]
+                  for name, value, goal, upper in specs]
     print_table(f"{twin.name}: ratios (median of per-round ratios)", ["ratio", "value", "goal"],
                 ratio_rows)
-    print("agreement (max |a-b| / max |b|): " + ", ".join(
+    print("agreement with torch double backward (max |a-b| / max |b|): " + ", ".join(
         f"{k} {v:.1e}" for k, v in res["agree"].items()))
-    return [f"{kind}: {r[0]} = {r[1]} ({r[2]})" for r in ratio_rows if r[2] != "-"]
+    return [f"{kind}: {row[0]} = {row[1]} ({row[2]})" for row in ratio_rows if row[2] != "-"]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, run the benchmark, print tables."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=30, help="interleaved timing rounds")
+    ap.add_argument("--budget", type=float, default=30.0,
+                    help="seconds of timed calls after which a (slow) contender stops")
     ap.add_argument("--mlp-batch", type=int, default=256)
     ap.add_argument("--cnn-batch", type=int, default=128)
     ap.add_argument("--mlp-sizes", default="784,512,256,10", help="input,hidden...,classes")
@@ -182,12 +206,16 @@ def main(argv: list[str] | None = None) -> None:
     print(machine_header())
     verdicts: list[str] = []
     models = args.models.split(",")
+    twins = []
     if "mlp" in models:
-        twin = make_mlp(tuple(int(s) for s in args.mlp_sizes.split(",")))
-        verdicts += report(twin, args.mlp_batch, bench_model(twin, args.mlp_batch, args.repeats))
+        twins.append((make_mlp(tuple(int(s) for s in args.mlp_sizes.split(","))),
+                      args.mlp_batch))
     if "cnn" in models:
-        twin = make_cnn(tuple(int(s) for s in args.cnn_channels.split(",")))
-        verdicts += report(twin, args.cnn_batch, bench_model(twin, args.cnn_batch, args.repeats))
+        twins.append((make_cnn(tuple(int(s) for s in args.cnn_channels.split(","))),
+                      args.cnn_batch))
+    for twin, batch_size in twins:
+        res = bench_model(twin, batch_size, args.repeats, args.budget)
+        verdicts += report(twin, batch_size, res)
     print("\nGoals:\n  " + "\n  ".join(verdicts))
     print(f"load average at the end: {load_average()}")
 

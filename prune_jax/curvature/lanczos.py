@@ -3,7 +3,9 @@
 The loop is one ``lax.fori_loop`` (or ``lax.while_loop`` without a stored basis) over a
 preallocated basis, with no host synchronisation per step; pytrees are flattened with
 ``ravel`` inside. The tridiagonal matrix ``T_m`` is diagonalised on the host with
-``numpy.linalg.eigh`` in float64 (``m`` is at most a few hundred).
+``numpy.linalg.eigh`` in float64 (``m`` is at most a few hundred). Products with the basis
+use ``Precision.HIGHEST``, so that a float32 basis stays orthonormal to ~1e-6 also on
+accelerators whose default float32 matmul passes (TF32, bf16) are less precise.
 """
 
 from __future__ import annotations
@@ -70,10 +72,17 @@ class RitzDecomposition(NamedTuple):
 
 # --------------------------------------------------------------------------- compiled core
 
+_HIGHEST = jax.lax.Precision.HIGHEST  # full float32 in the basis products (no TF32/bf16 passes)
+
+
+def _dot(a: Array, b: Array) -> Array:
+    return jnp.matmul(a, b, precision=_HIGHEST)
+
+
 def _orthogonalize(basis: Array, u: Array) -> Array:
     """``u - Q (Q^T u)`` applied twice ("twice is enough"); unused rows of ``Q`` are zero."""
-    u = u - basis.T @ (basis @ u)
-    return u - basis.T @ (basis @ u)
+    u = u - _dot(_dot(basis, u), basis)
+    return u - _dot(_dot(basis, u), basis)
 
 
 def _safe_normalize(u: Array, norm: Array) -> Array:
@@ -103,7 +112,7 @@ def lanczos_reorth(op: Any, x0: Array, key: Array, num_steps: int,
         w = op(q)
         anorm = jnp.maximum(anorm, jnp.linalg.norm(w))
         w = w - beta_prev * basis[jnp.maximum(j - 1, 0)]
-        alpha = jnp.vdot(q, w)
+        alpha = _dot(q, w)
         w = _orthogonalize(basis, w - alpha * q)
         beta = jnp.linalg.norm(w)
         broke = beta <= tol * anorm
@@ -143,7 +152,7 @@ def lanczos_plain(op: Any, x0: Array, num_steps: int,
         w = op(q)
         anorm = jnp.maximum(anorm, jnp.linalg.norm(w))
         w = w - beta_prev * q_prev
-        alpha = jnp.vdot(q, w)
+        alpha = _dot(q, w)
         w = w - alpha * q
         beta = jnp.linalg.norm(w)
         broke = beta <= tol * anorm
@@ -167,6 +176,16 @@ def default_tol(dtype: Any, reorthogonalize: bool) -> float:
     """
     eps = float(jnp.finfo(dtype).eps)
     return 32.0 * eps if reorthogonalize else float(np.sqrt(eps))
+
+
+def resolve_tol(tol: float | None, dtype: Any, reorthogonalize: bool) -> float:
+    """``tol`` as a float in ``[0, 1)``, or :func:`default_tol` when ``None`` (host check)."""
+    if tol is None:
+        return default_tol(dtype, reorthogonalize)
+    tol = float(tol)
+    if not 0.0 <= tol < 1.0:
+        raise ValueError(f"tol must be in [0, 1) (relative to ||A||), got {tol}")
+    return tol
 
 
 @jax.jit(static_argnames=("num_steps", "reorthogonalize", "return_basis", "tol"))
@@ -226,9 +245,7 @@ def lanczos(matvec: Matvec, v0: PyTree, num_steps: int, *, reorthogonalize: bool
                          "keeps only three vectors)")
     key = jax.random.key(0) if key is None else check_key(key)
     dtype = jnp.result_type(*jax.tree.leaves(v0))
-    tol = default_tol(dtype, reorthogonalize) if tol is None else float(tol)
-    if not 0.0 <= tol < 1.0:
-        raise ValueError(f"tol must be in [0, 1), got {tol}")
+    tol = resolve_tol(tol, dtype, reorthogonalize)
     check_operator_output(op, v0, like_name="v0")
     if is_concrete(v0) and not float(jnp.linalg.norm(ravel(v0)[0])) > 0:
         raise ValueError("v0 must be a non-zero vector")

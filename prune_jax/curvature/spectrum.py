@@ -32,9 +32,9 @@ from prune_jax.curvature._checks import (
     map_chunked,
 )
 from prune_jax.curvature.lanczos import (
-    default_tol,
     lanczos_plain,
     lanczos_reorth,
+    resolve_tol,
     tridiagonal_eigh,
 )
 from prune_jax.tree import Array, PyTree
@@ -169,7 +169,7 @@ def _hutchinson_jit(matvec: Partial, key: Array, *, spec: LikeSpec, num_probes: 
 
     def one(k: Array) -> Array:
         z, _ = _probe(k, spec.size, spec.dtype)
-        return jnp.vdot(z, op(z))
+        return jnp.vdot(z, op(z), precision=jax.lax.Precision.HIGHEST)
 
     return map_chunked(one, jax.random.split(key, num_probes), batch_size)
 
@@ -201,7 +201,8 @@ def _top_jit(matvec: Partial, key: Array, *, spec: LikeSpec, num_steps: int,
 
 @jax.jit(static_argnames=("spec",))
 def _ritz_vectors(basis: Array, coeffs: Array, *, spec: LikeSpec) -> PyTree:
-    return jax.vmap(spec.unravel())(coeffs.astype(basis.dtype) @ basis)
+    vectors = jnp.matmul(coeffs.astype(basis.dtype), basis, precision=jax.lax.Precision.HIGHEST)
+    return jax.vmap(spec.unravel())(vectors)
 
 
 # --------------------------------------------------------------------------- validation
@@ -240,7 +241,9 @@ def top_eigenvalues(matvec: Matvec, like: PyTree, *, key: Array, k: int, num_ste
     op, spec, key = _setup(matvec, like, key)
     num_steps = check_int(num_steps, "num_steps", low=1, high=spec.size)
     k = check_int(k, "k", low=1, high=num_steps)
-    tol = default_tol(spec.dtype, True) if tol is None else float(tol)
+    if not isinstance(by_magnitude, bool):
+        raise TypeError(f"by_magnitude must be a bool, got {type(by_magnitude).__name__}")
+    tol = resolve_tol(tol, spec.dtype, True)
     alphas, betas, basis = _top_jit(op, key, spec=spec, num_steps=num_steps, tol=tol)
     check_finite_result((alphas, betas), "matvec (Lanczos)")
     ritz = tridiagonal_eigh(alphas, betas)
@@ -299,7 +302,7 @@ def slq(matvec: Matvec, like: PyTree, *, key: Array, num_probes: int, num_steps:
     itemsize = np.dtype(spec.dtype).itemsize
     rows = num_steps + 1 if reorthogonalize else 4
     chunk = _chunk(batch_size, num_probes, rows * spec.size * itemsize, max_memory_bytes)
-    tol = default_tol(spec.dtype, reorthogonalize) if tol is None else float(tol)
+    tol = resolve_tol(tol, spec.dtype, reorthogonalize)
     alphas, betas = _slq_jit(op, key, spec=spec, num_probes=num_probes, num_steps=num_steps,
                              reorthogonalize=reorthogonalize, tol=tol, batch_size=chunk)
     check_finite_result((alphas, betas), "matvec (SLQ)")

@@ -89,17 +89,20 @@ def make_policy(method: str, config: Config) -> Any:
 
 
 def _measures(params: PyTree, mask: PyTree, flags: PyTree) -> dict[str, Any]:
-    """PQI (p, q) = (0.5, 1) and Gini of the live prunable weights, global and per layer."""
-    live = [x[m] for x, m, f in zip(jax.tree.leaves(params), jax.tree.leaves(mask),
-                                    jax.tree.leaves(flags), strict=True) if f]
+    """PQI (p, q) = (0.5, 1) and Gini of the live prunable weights, global and per layer.
+
+    Masked measures keep shapes static, so nothing recompiles as the mask shrinks.
+    """
     names = [n for n, f in zip(leaf_names(params), jax.tree.leaves(flags), strict=True) if f]
-    flat = jnp.concatenate([x.ravel() for x in live])
+    pick = lambda tree: [x for x, f in zip(jax.tree.leaves(tree), jax.tree.leaves(flags),
+                                           strict=True) if f]
+    live, live_mask = pick(params), pick(mask)
+    per_layer = list(zip(names, live, live_mask, strict=True))
     return {
-        "pqi": float(S.pq_index(flat, 0.5, 1.0)),
-        "gini": float(S.gini_index(flat)),
-        "pqi_per_layer": {n: float(S.pq_index(x, 0.5, 1.0)) for n, x in zip(names, live,
-                                                                             strict=True)},
-        "gini_per_layer": {n: float(S.gini_index(x)) for n, x in zip(names, live, strict=True)},
+        "pqi": float(S.pq_index(live, 0.5, 1.0, mask=live_mask)),
+        "gini": float(S.gini_index(live, mask=live_mask)),
+        "pqi_per_layer": {n: float(S.pq_index(x, 0.5, 1.0, mask=m)) for n, x, m in per_layer},
+        "gini_per_layer": {n: float(S.gini_index(x, mask=m)) for n, x, m in per_layer},
     }
 
 

@@ -8,7 +8,8 @@ Every pruned network of the experiment is a bias-free two-layer ReLU network
 ``g(x) = sum_i c_i relu(<u_i, x>)``, optionally followed by an output ReLU; :class:`Net` holds
 ``(u, c)``. Neuron pruning keeps ``u = w`` and sets ``c = s * alpha`` (``s`` in {0,1}^N, or
 [0,1]^N for the LP relaxation); weight pruning masks entries of ``w`` and of ``alpha``.
-The output ReLU is a static ``bool`` argument, never a pytree leaf.
+The output ReLU is a static ``bool`` argument, never a pytree leaf. Mask helpers work on numpy
+(host) and JAX arrays alike.
 """
 
 from __future__ import annotations
@@ -98,15 +99,14 @@ def target(w_star: Array) -> Net:
 def neuron_net(pool: Pool, s: Array) -> Net:
     """Neuron (structured) pruning: keep unit ``i`` with weight ``s[i]`` (0/1, or [0,1] relaxed)."""
     check_shape(s, (pool.alpha.shape[0],), "s")
-    return Net(pool.w, jnp.asarray(s, pool.alpha.dtype) * pool.alpha)
+    return Net(pool.w, pool.alpha * s)
 
 
 def weight_net(pool: Pool, mask: WeightMask) -> Net:
     """Weight (unstructured) pruning: ``u = mask.hidden * w`` and ``c = mask.output * alpha``."""
     check_shape(mask.hidden, pool.w.shape, "mask.hidden")
     check_shape(mask.output, pool.alpha.shape, "mask.output")
-    return Net(jnp.asarray(mask.hidden, pool.w.dtype) * pool.w,
-               jnp.asarray(mask.output, pool.alpha.dtype) * pool.alpha)
+    return Net(pool.w * mask.hidden, pool.alpha * mask.output)
 
 
 def forward(net: Net, x: Array, output_relu: bool = False) -> Array:

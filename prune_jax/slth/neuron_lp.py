@@ -22,7 +22,6 @@ import dataclasses
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linprog
 
@@ -47,17 +46,19 @@ _INFEASIBLE_MARGIN = 1e-12  # a phase-1 bound above this certifies infeasibility
 class CuttingPlanes:
     """Options of the cutting-plane loop (SPEC 4).
 
-    ``initial_points`` start the point set (equally spaced angles in d = 2, sphere samples
-    otherwise); every round adds up to ``max(points_per_round, N // 2)`` of the worst points
-    of the relaxed residual; it stops when the relaxed solution's error is within ``rtol`` of
-    the bound or after ``max_rounds``. ``bisection_rtol`` is the relative precision of the
-    output-ReLU bisection. ``search`` is the d > 2 worst-point oracle.
+    ``initial_points`` start the point set (with all kinks, equally spaced angles in d = 2;
+    sphere samples otherwise); every round adds up to ``max(points_per_round, N // 2)`` of the
+    worst points of the relaxed residual; it stops when the relaxed solution's error is within
+    ``rtol * bound + atol`` of the bound (HiGHS solves to about 1e-7) or after
+    ``max_rounds``. ``bisection_rtol`` is the relative precision of the output-ReLU bisection.
+    ``search`` is the d > 2 worst-point oracle.
     """
 
     initial_points: int = 64
     points_per_round: int = 32
     max_rounds: int = 40
     rtol: float = 1e-3
+    atol: float = 1e-7
     bisection_rtol: float = 0.02
     search: SupSearch = dataclasses.field(default_factory=SupSearch)
 
@@ -66,6 +67,7 @@ class CuttingPlanes:
         check_int(self.points_per_round, "points_per_round", low=1)
         check_int(self.max_rounds, "max_rounds", low=1)
         check_positive(self.rtol, "rtol")
+        check_positive(self.atol, "atol")
         check_positive(self.bisection_rtol, "bisection_rtol")
 
 
@@ -171,7 +173,7 @@ def _target_values(w_star: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _checked(w_star: object, pool: Pool,
              points: object | None) -> tuple[np.ndarray, Pool, np.ndarray]:
-    """Validate; return float64 ``w_star``, ``pool`` (JAX, to be used under x64) and points."""
+    """Validate; return float64 host copies of ``w_star``, ``pool`` and the points."""
     w_star = np.asarray(w_star, np.float64)
     check_shape(w_star, (None,), "w_star")
     check_int(w_star.shape[0], "d (len(w_star))", low=2)
@@ -189,22 +191,22 @@ def _oracle(key: Array, w_star: np.ndarray, pool: Pool, s: np.ndarray, output_re
             k: int, search: SupSearch) -> tuple[np.ndarray, np.ndarray]:
     """Worst points of the relaxed residual, in float64 (x64 enabled locally)."""
     with jax.enable_x64(True):
-        net = neuron_net(Pool(jnp.asarray(pool.w), jnp.asarray(pool.alpha)), jnp.asarray(s))
-        worst = worst_points(key, jnp.asarray(w_star), net, output_relu, k, search)
-        return np.asarray(worst.values), np.asarray(worst.points)
+        worst = worst_points(key, w_star, neuron_net(pool, s), output_relu, k, search)
+    return worst.values, worst.points
 
 
 def _add_points(points: np.ndarray, new: np.ndarray) -> np.ndarray:
     return np.concatenate([points, np.asarray(new, np.float64)])
 
 
-def neuron_lp_bound(key: Array, w_star: object, pool: Pool, cuts: CuttingPlanes = CuttingPlanes(),
+def neuron_lp_bound(key: Array, w_star: object, pool: Pool, cuts: CuttingPlanes | None = None,
                     points: object | None = None) -> LPBound:
     """CERTIFIED LOWER bound on ``min_S sup |f - g_S|`` over neuron subsets S (SPEC 4).
 
     Network without output ReLU. ``points`` (optional) seed the cut set, e.g. the final cuts of a
     narrower pool. ``key`` drives the d > 2 oracle.
     """
+    cuts = CuttingPlanes() if cuts is None else cuts
     w_star, pool, points = _checked(w_star, pool, points)
     n = pool.w.shape[0]
     key, sub = jax.random.split(key)
@@ -218,7 +220,7 @@ def neuron_lp_bound(key: Array, w_star: object, pool: Pool, cuts: CuttingPlanes 
         key, sub = jax.random.split(key)
         values, new = _oracle(sub, w_star, pool, s, False, per_round, cuts.search)
         relaxed_error = float(values[0])
-        if relaxed_error <= lower * (1.0 + cuts.rtol) or not np.any(values > sol.t):
+        if relaxed_error <= lower * (1.0 + cuts.rtol) + cuts.atol or not np.any(values > sol.t):
             break
         points = _add_points(points, new[values > sol.t])
     return LPBound(lower, relaxed_error, np.asarray(s), points, rounds)
@@ -236,14 +238,14 @@ def _feasible(key: Array, w_star: np.ndarray, pool: Pool, eps: float, points: np
         key, sub = jax.random.split(key)
         values, new = _oracle(sub, w_star, pool, s, True, per_round, cuts.search)
         error = float(values[0])
-        if error <= eps * (1.0 + cuts.rtol) or not np.any(values > eps + sol.t):
+        if error <= eps * (1.0 + cuts.rtol) + cuts.atol or not np.any(values > eps + sol.t):
             return True, s, points, error
         points = _add_points(points, new[values > eps + sol.t])
     return True, s, points, error  # undecided counts as feasible: the bound stays certified
 
 
 def neuron_lp_bound_output_relu(key: Array, w_star: object, pool: Pool,
-                                cuts: CuttingPlanes = CuttingPlanes(),
+                                cuts: CuttingPlanes | None = None,
                                 points: object | None = None,
                                 floor: float = 1e-7) -> LPBound:
     """CERTIFIED LOWER bound on ``min_S sup |f - relu(g_S)|`` (output ReLU; SPEC 4).
@@ -251,6 +253,7 @@ def neuron_lp_bound_output_relu(key: Array, w_star: object, pool: Pool,
     Geometric bisection of ``eps`` on the feasibility LP with cutting planes: ``lower`` is the
     largest ``eps`` proven infeasible (0 if none above ``floor``).
     """
+    cuts = CuttingPlanes() if cuts is None else cuts
     w_star, pool, points = _checked(w_star, pool, points)
     check_positive(floor, "floor")
     n = pool.w.shape[0]

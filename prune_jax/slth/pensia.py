@@ -117,15 +117,13 @@ def pensia_table(w_star: object, pool: Pool, max_items: int = 32) -> PensiaTable
 def pensia_certificate(table: PensiaTable) -> np.ndarray:
     """CERTIFIED UPPER bound ``||m||_2`` on the sup error for every width ``N = 0..P``.
 
-    Entry ``N`` is ``inf`` where some group has more than ``max_items`` members among the first
-    ``N`` units (the table does not cover that width).
+    A group with more than ``max_items`` members among the first ``N`` units uses its first
+    ``max_items`` (the others are pruned): still a valid construction, just not the best.
     """
-    max_items = table.chosen.shape[-1]
-    k = np.minimum(table.counts, max_items)
+    k = np.minimum(table.counts, table.chosen.shape[-1])
     res = np.abs(np.take_along_axis(table.residual, k.T, axis=1)).T  # (P+1, G)
     m = np.maximum(res[:, 0::2], res[:, 1::2])
-    cert = np.sqrt(np.sum(m**2, axis=1)) * (1.0 + _ROUNDING)
-    return np.where(np.all(table.counts <= max_items, axis=1), cert, np.inf)
+    return np.sqrt(np.sum(m**2, axis=1)) * (1.0 + _ROUNDING)
 
 
 def pensia_network(table: PensiaTable, width: int) -> PensiaNetwork:
@@ -133,11 +131,9 @@ def pensia_network(table: PensiaTable, width: int) -> PensiaNetwork:
     n_units = table.counts.shape[0] - 1
     width = check_int(width, "width", low=1, high=n_units)
     cert = float(pensia_certificate(table)[width])
-    if not np.isfinite(cert):
-        raise ValueError(f"width={width} needs more than max_items members in some group")
     n_groups = table.members.shape[0]
     d = n_groups // 2
-    k = table.counts[width]
+    k = np.minimum(table.counts[width], table.chosen.shape[-1])
     kept = table.chosen[np.arange(n_groups), k]  # (G, max_items)
     units = table.members[kept]
     hidden = np.zeros((width, d), bool)

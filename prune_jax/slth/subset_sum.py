@@ -9,7 +9,6 @@ run as one ``vmap``.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prune_jax.slth._checks import check_int
+from prune_jax.slth._shapes import bucket, pad_axis
 from prune_jax.tree import Array
 
 __all__ = ["MAX_ITEMS", "SubsetSum", "subset_sum", "subset_sum_brute_force"]
@@ -63,12 +63,7 @@ def _mitm(values: Array, target: Array) -> tuple[Array, Array]:
     return totals[ia, jc] - target, chosen
 
 
-@partial(jax.jit, static_argnames="batch_ndim")
-def _mitm_batched(values: Array, target: Array, batch_ndim: int) -> tuple[Array, Array]:
-    fn = _mitm
-    for _ in range(batch_ndim):
-        fn = jax.vmap(fn)
-    return fn(values, target)
+_mitm_batched = jax.jit(jax.vmap(_mitm))
 
 
 def _as_instances(values: object, target: object) -> tuple[np.ndarray, np.ndarray]:
@@ -93,16 +88,23 @@ def subset_sum(values: object, target: object, *, max_items: int = MAX_ITEMS) ->
     """
     values, target = _as_instances(values, target)
     n = values.shape[-1]
-    check_int(max_items, "max_items", low=1, high=50)
+    check_int(max_items, "max_items", low=1, high=48)
     if n > max_items:
         raise ValueError(f"values has {n} items per instance; meet-in-the-middle enumerates "
                          f"2^(n/2) sums per half and is limited to max_items={max_items}")
     if n == 0:
         return SubsetSum(-target, np.zeros(values.shape, bool))
+    # Zero padding (items of value 0, instances of target 0) changes no optimum and keeps the
+    # compiled shapes few: items to a multiple of 4, instances to a power of two.
+    batch = values.shape[:-1]
+    flat_v, flat_t = values.reshape(-1, n), target.reshape(-1)
+    b = flat_t.size
+    flat_v = pad_axis(pad_axis(flat_v, -(-n // 4) * 4, axis=1), bucket(b), axis=0)
+    flat_t = pad_axis(flat_t, bucket(b))
     with jax.enable_x64(True):
-        residual, chosen = _mitm_batched(jnp.asarray(values), jnp.asarray(target),
-                                         values.ndim - 1)
-        return SubsetSum(np.asarray(residual), np.asarray(chosen))
+        residual, chosen = _mitm_batched(jnp.asarray(flat_v), jnp.asarray(flat_t))
+    return SubsetSum(np.asarray(residual)[:b].reshape(batch),
+                     np.asarray(chosen)[:b, :n].reshape(*batch, n))
 
 
 def subset_sum_brute_force(values: object, target: object) -> SubsetSum:

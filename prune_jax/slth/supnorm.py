@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prune_jax.slth._checks import check_int, check_positive, check_shape
+from prune_jax.slth._shapes import bucket, pad_axis
 from prune_jax.slth.networks import Net, residual
 from prune_jax.tree import Array
 
@@ -41,6 +42,7 @@ __all__ = [
     "arc_maxima_2d",
     "sup_error",
     "sup_error_2d",
+    "sup_error_2d_batch",
     "sup_error_grid_2d",
     "sup_error_search",
     "worst_points",
@@ -139,8 +141,21 @@ def _check_net(w_star: Array, net: Net, d: int | None = None) -> None:
     check_shape(net.c, (np.shape(net.u)[0],), "net.c")
 
 
+def _prepared(w_star: Array, net: Net, d: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate, then pad with zero units on the host (``u = 0``, ``c = 0`` change no value):
+    the jitted kernels see a few bucketed widths instead of one shape per width."""
+    _check_net(w_star, net, d)
+    size = bucket(np.shape(net.u)[0])
+    return np.asarray(w_star), pad_axis(net.u, size), pad_axis(net.c, size)
+
+
+def _host(tree: object) -> object:
+    return jax.tree.map(np.asarray, tree)
+
+
 @partial(jax.jit, static_argnames="output_relu")
-def _arc_maxima_jit(w_star: Array, u: Array, c: Array, output_relu: bool) -> Candidates:
+def _arcs_2d(w_star: Array, u: Array, c: Array, output_relu: bool) -> Candidates:
     values, angles = _arc_maxima(w_star, u, c, output_relu)
     return Candidates(values, _unit(angles))
 
@@ -148,17 +163,38 @@ def _arc_maxima_jit(w_star: Array, u: Array, c: Array, output_relu: bool) -> Can
 def arc_maxima_2d(w_star: Array, net: Net, output_relu: bool = False) -> Candidates:
     """Maximum of ``|f - g|`` on every linear arc of the circle, d = 2 (SPEC 4); EXACT.
 
-    Not sorted; the cutting planes of :mod:`prune_jax.slth.neuron_lp` add the worst arcs.
+    Not sorted (host arrays); the cutting planes of :mod:`prune_jax.slth.neuron_lp` use the
+    worst arcs.
     """
-    _check_net(w_star, net, 2)
-    return _arc_maxima_jit(jnp.asarray(w_star), net.u, net.c, output_relu)
+    return _host(_arcs_2d(*_prepared(w_star, net, 2), output_relu))
+
+
+@partial(jax.jit, static_argnames="output_relu")
+def _sup_2d(w_star: Array, u: Array, c: Array, output_relu: bool) -> SupResult:
+    arcs = _arcs_2d(w_star, u, c, output_relu)
+    best = jnp.argmax(arcs.values)
+    return SupResult(arcs.values[best], arcs.points[best])
 
 
 def sup_error_2d(w_star: Array, net: Net, output_relu: bool = False) -> SupResult:
     """EXACT sup-norm error over the unit disc in d = 2 (SPEC 4), attained at ``point``."""
-    arcs = arc_maxima_2d(w_star, net, output_relu)
-    best = jnp.argmax(arcs.values)
-    return SupResult(arcs.values[best], arcs.points[best])
+    return _host(_sup_2d(*_prepared(w_star, net, 2), output_relu))
+
+
+@partial(jax.jit, static_argnames="output_relu")
+def _batch_2d(w_star: Array, u: Array, c: Array, output_relu: bool) -> Array:
+    one = lambda ci: jnp.max(_arc_maxima(w_star, u, ci, output_relu)[0])
+    return jax.lax.map(one, c, batch_size=16)
+
+
+def sup_error_2d_batch(w_star: Array, u: Array, c: Array, output_relu: bool = False
+                       ) -> np.ndarray:
+    """EXACT sup errors (B,) of the networks ``Net(u, c[b])`` sharing hidden weights, d = 2."""
+    check_shape(c, (None, np.shape(u)[0]), "c")
+    n_nets = np.shape(c)[0]
+    w_star, u, _ = _prepared(w_star, Net(u, np.asarray(c)[0]), 2)
+    c = pad_axis(pad_axis(c, u.shape[0], axis=1), bucket(n_nets), axis=0)
+    return np.asarray(_batch_2d(w_star, u, c, output_relu))[:n_nets]
 
 
 @partial(jax.jit, static_argnames=("output_relu", "n_points"))
@@ -172,9 +208,8 @@ def _grid_2d(w_star: Array, u: Array, c: Array, output_relu: bool, n_points: int
 def sup_error_grid_2d(w_star: Array, net: Net, output_relu: bool = False,
                       n_points: int = 2**16) -> SupResult:
     """LOWER estimate in d = 2: the maximum over ``n_points`` equally spaced angles (SPEC 4)."""
-    _check_net(w_star, net, 2)
     check_int(n_points, "n_points", low=1)
-    return _grid_2d(jnp.asarray(w_star), net.u, net.c, output_relu, n_points)
+    return _host(_grid_2d(*_prepared(w_star, net, 2), output_relu, n_points))
 
 
 def _pairs(d: int) -> np.ndarray:
@@ -248,11 +283,18 @@ def sup_error_search(key: Array, w_star: Array, net: Net, output_relu: bool = Fa
 
     Sphere samples, the exact maximum on each coordinate-pair great circle, then projected
     ascent from the ``search.ascent_starts`` best of those. ``values[0]`` never exceeds the true
-    sup (it is attained at ``points[0]``).
+    sup (it is attained at ``points[0]``). Host arrays, largest first.
     """
-    _check_net(w_star, net)
     check_int(k, "k", low=1)
-    return _search(key, jnp.asarray(w_star), net.u, net.c, output_relu, search, k)
+    found = _host(_search(key, *_prepared(w_star, net), output_relu, search, bucket(k)))
+    return Candidates(found.values[:k], found.points[:k])
+
+
+@partial(jax.jit, static_argnames=("output_relu", "k"))
+def _worst_2d(w_star: Array, u: Array, c: Array, output_relu: bool, k: int) -> Candidates:
+    arcs = _arcs_2d(w_star, u, c, output_relu)
+    values, top = jax.lax.top_k(arcs.values, min(k, arcs.values.shape[0]))
+    return Candidates(values, arcs.points[top])
 
 
 def worst_points(key: Array, w_star: Array, net: Net, output_relu: bool = False, k: int = 16,
@@ -260,15 +302,13 @@ def worst_points(key: Array, w_star: Array, net: Net, output_relu: bool = False,
     """Up to ``k`` points where ``|f - g|`` is largest, largest first (cutting-plane oracle).
 
     d = 2: the maxima of the ``k`` worst linear arcs (EXACT; ``key`` unused). d > 2: the best
-    points of :func:`sup_error_search` (lower estimates).
+    points of :func:`sup_error_search` (lower estimates). Host arrays.
     """
-    _check_net(w_star, net)
     check_int(k, "k", low=1)
-    if np.shape(w_star)[0] == 2:
-        arcs = arc_maxima_2d(w_star, net, output_relu)
-        values, top = jax.lax.top_k(arcs.values, min(k, arcs.values.shape[0]))
-        return Candidates(values, arcs.points[top])
-    return sup_error_search(key, w_star, net, output_relu, search, k)
+    if np.shape(w_star)[0] != 2:
+        return sup_error_search(key, w_star, net, output_relu, search, k)
+    found = _host(_worst_2d(*_prepared(w_star, net, 2), output_relu, bucket(k)))
+    return Candidates(found.values[:k], found.points[:k])
 
 
 def sup_error(key: Array, w_star: Array, net: Net, output_relu: bool = False,

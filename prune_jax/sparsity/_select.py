@@ -12,10 +12,10 @@ one counting pass over the keys inside a ``lax.fori_loop`` (no host sync, static
 2. only if some unit's ties at ``t`` straddle the cut (``#{key <= t} > k``, checked inside a
    ``lax.cond``): the smallest flat index ``J`` with ``#{key < t} + #{key == t, idx <= J} >= k``.
 
-Removed = ``key < t`` or ``(key == t and idx <= J)``: exactly ``k`` entries per unit. Measured on
-2 CPU cores, a counting pass is memory bound, so this costs about 31 (+ 25 with straddling ties)
-reads of the keys, versus a full ``O(n log n)`` sort that is far slower on XLA:CPU (see
-``benchmarks/bench_sparsity.py``).
+Removed = ``key < t`` or ``(key == t and idx <= J)``: exactly ``k`` entries per unit. The cost
+is about 31 (+ ``log2 n`` with straddling ties) counting passes over the keys, all units of all
+leaves at once; on XLA:CPU that is several times faster than a full sort but slower than
+numpy's introselect (figures in ``benchmarks/bench_sparsity.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 from jax import lax
 
 from prune_jax.sparsity._checks import Scope
-from prune_jax.sparsity._units import combine, flat_offsets, unit_view
+from prune_jax.sparsity._units import combine, flat_offsets, per_unit, row_index, unit_view
 
 Array = jax.Array
 
@@ -51,7 +51,7 @@ def magnitude_keys(w: Array, live: Array | None, float_dtype: jnp.dtype) -> Arra
 def _count(keys: Sequence[Array], scope: Scope,
            pred: Callable[[int, Array], Array]) -> list[Array]:
     """Per-unit number of entries where ``pred(leaf_index, keys)`` holds (int32)."""
-    per_leaf = [jnp.sum(pred(i, v), axis=0, dtype=jnp.int32) for i, v in enumerate(keys)]
+    per_leaf = [per_unit(jnp.sum, pred(i, v), dtype=jnp.int32) for i, v in enumerate(keys)]
     return combine(per_leaf, scope, jnp.add)
 
 
@@ -81,9 +81,9 @@ def _bisect(count: Callable[[list[Array]], list[Array]], k: Sequence[Array],
 @partial(jax.jit, static_argnames=("offsets", "scope"))
 def remove_smallest(keys: Sequence[Array], k: Sequence[Array], *,
                     offsets: tuple[int, ...], scope: Scope) -> list[Array]:
-    """Boolean ``(m, u)`` arrays, True where an entry is among the ``k`` smallest of its unit.
+    """Boolean arrays shaped like ``keys``: True where an entry is among its unit's k smallest.
 
-    ``keys``: per-leaf ``(m, u)`` integer key views (columns are units, see ``_units``), all
+    ``keys``: per-leaf integer key views (``(m, u)`` or flat ``(m,)``, see ``_units``), all
     of one integer dtype; ``k``: per-leaf ``(u,)`` int32 counts, ``0 <= k <= unit size``;
     ``offsets``: row offset of each leaf in its unit's flat order. Ties are removed in
     ascending flat order. Keys above the largest finite float (NaN, Inf) are not supported.
@@ -91,8 +91,7 @@ def remove_smallest(keys: Sequence[Array], k: Sequence[Array], *,
     int_dtype = keys[0].dtype
     float_dtype = jnp.float64 if jnp.iinfo(int_dtype).bits > 32 else jnp.float32
     max_finite = np.array(jnp.finfo(float_dtype).max, float_dtype).view(int_dtype)
-    rows = [lax.broadcasted_iota(jnp.int32, (v.shape[0], 1), 0) + o
-            for v, o in zip(keys, offsets, strict=True)]
+    rows = [row_index(v, o) for v, o in zip(keys, offsets, strict=True)]
     sizes = combine([jnp.full(kk.shape, v.shape[0] + o, jnp.int32)
                      for v, o, kk in zip(keys, offsets, k, strict=True)], scope, jnp.maximum)
 
@@ -136,7 +135,7 @@ def kept_after_removal(leaves: Sequence[Array], live: Sequence[Array] | None,
     if live_views is None:
         pruned = [jnp.zeros(a.shape, jnp.int32) for a in at_least]
     else:
-        pruned = combine([jnp.sum(~m, axis=0, dtype=jnp.int32) for m in live_views],
+        pruned = combine([per_unit(jnp.sum, ~m, dtype=jnp.int32) for m in live_views],
                          scope, jnp.add)
     k = [jnp.maximum(a, n + e) for a, n, e in zip(at_least, pruned, extra, strict=True)]
     removed = remove_smallest(keys, k, offsets=tuple(flat_offsets([w.shape for w in leaves],

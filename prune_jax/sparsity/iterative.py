@@ -32,14 +32,13 @@ import dataclasses
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
-import jax
 import numpy as np
 
 from prune_jax.sparsity._checks import Scope, check_fraction, check_pq, check_real, check_scope
 from prune_jax.sparsity._select import kept_after_removal
 from prune_jax.sparsity._units import floor_count
 from prune_jax.sparsity.masks import merge_masks, split_prunable, unit_counts
-from prune_jax.sparsity.measures import check_eta, pq_stats_from_sums, unit_power_sums
+from prune_jax.sparsity.measures import check_eta, pq_stats_from_sums, unit_power_sums_f64
 from prune_jax.tree import Prunable, PyTree, leaf_names
 
 __all__ = [
@@ -86,25 +85,30 @@ CountRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def _step(params: PyTree, mask: PyTree | None, *, scope: Scope, prunable: Prunable | PyTree | None,
           p: float, q: float, eta: float, removed: CountRule) -> PruneStepResult:
-    """Shared body: per-unit sums on device, counts on host (float64), selection on device."""
+    """Shared body: per-unit sums on device, counts on the host (float64), selection on device.
+
+    ``removed(d, r)`` gives the number of live weights to prune per unit from the live counts
+    ``d`` and eq. 2's bound ``r`` (float64 arrays).
+    """
     scope = check_scope(scope)
     split = split_prunable(params, mask, prunable)
-    shapes = [x.shape for x in split.leaves]
-    sums = jax.device_get(unit_power_sums(split.leaves, split.live, p=p, q=q, scope=scope))
-    groups = [0] if scope == "global" else list(range(len(shapes)))
-    names = ["global"] if scope == "global" else [
-        leaf_names(params)[i] for i in split.index]
-    units: dict[str, UnitStats] = {}
-    for name, g in zip(names, groups, strict=True):
-        d = np.asarray(sums.d[g], np.int64)
-        stats = pq_stats_from_sums(d, sums.s_p[g], sums.s_q[g], p=p, q=q, eta=eta)
+    sums = unit_power_sums_f64(split.leaves, split.live, p=p, q=q, scope=scope)
+    # Under "global" every leaf carries the same (1,) statistics of the one unit: keep one.
+    names = leaf_names(params)
+    groups = {"global": 0} if scope == "global" else {
+        names[i]: j for j, i in enumerate(split.index)}
+    units = {}
+    for name, j in groups.items():
+        d = np.asarray(sums.d[j], np.int64)
+        stats = pq_stats_from_sums(d, sums.s_p[j], sums.s_q[j], p=p, q=q, eta=eta)
         c = np.clip(removed(d.astype(np.float64), stats.r), 0, d)
         units[name] = UnitStats(d=d, pqi=stats.pqi, r=stats.r, c=c)
-    per_leaf_c = [units[names[0]].c] * len(shapes) if scope == "global" else [
-        units[n].c for n in names]
-    at_least = unit_counts(shapes, scope, [0] * len(shapes))
-    kept = kept_after_removal(split.leaves, split.live, at_least,
-                              unit_counts(shapes, scope, per_leaf_c), scope=scope)
+    per_leaf = ([units["global"].c] * len(split.leaves) if scope == "global"
+                else [u.c for u in units.values()])
+    shapes = [x.shape for x in split.leaves]
+    kept = kept_after_removal(split.leaves, split.live,
+                              unit_counts(shapes, scope, [0] * len(shapes)),
+                              unit_counts(shapes, scope, per_leaf), scope=scope)
     return PruneStepResult(mask=merge_masks(params, split, kept), units=units)
 
 

@@ -70,11 +70,11 @@ def merge_masks(params: PyTree, split: PrunableSplit, kept: list[Array]) -> PyTr
     return jax.tree.unflatten(jax.tree.structure(params), masks)
 
 
-def unit_counts(shapes: list[tuple[int, ...]], scope: Scope, per_unit: np.ndarray | list
+def unit_counts(shapes: list[tuple[int, ...]], scope: Scope, counts: np.ndarray | list
                 ) -> list[Array]:
     """Per-leaf ``(u,)`` int32 arrays from host counts (one per leaf, or per unit)."""
     out = []
-    for shape, c in zip(shapes, per_unit, strict=True):
+    for shape, c in zip(shapes, counts, strict=True):
         out.append(jnp.broadcast_to(jnp.asarray(c, jnp.int32), (units_per_leaf(shape, scope),)))
     return out
 
@@ -120,7 +120,7 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: Scope = "global",
 
 
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
-    """``params * mask`` leaf by leaf: pruned entries become exactly 0.0 (dtypes kept).
+    """``params * mask`` leaf by leaf: pruned entries become exactly 0.0 (SPEC 3.2; dtypes kept).
 
     ``mask`` must have the structure and shapes of ``params`` (``ValueError`` naming mask) and
     boolean leaves (``TypeError``). Works under ``jit``.

@@ -6,14 +6,15 @@ Definition 1 / eq. 1)::
     I_pq(w) = 1 - d^(1/q - 1/p) ||w||_p / ||w||_q = 1 - M_p(|w|) / M_q(|w|),
 
 where ``M_r(a) = (mean_i a_i^r)^(1/r)`` is the power mean: the ``d`` factors are absorbed into
-means, so nothing of size ``d^(1/q - 1/p)`` is ever formed. Magnitudes are scaled by
-``max |w|`` first (every term is in ``[0, 1]``, the means in ``[1/d, 1]``), and the ratio is
-taken in logs, so huge and tiny magnitudes and ``d`` up to 1e8 and beyond stay finite.
-``I`` lies in ``[0, 1 - d^(1/q - 1/p)]`` and grows with sparsity (Theorem 1).
+means, so nothing of size ``d^(1/q - 1/p)`` is ever formed, and the ratio is taken in logs.
+Where raw powers could overflow or underflow, magnitudes are scaled by the power of two just
+above ``max |w|`` (exact; every term in ``[0, 1)``), so huge and tiny magnitudes and ``d`` up
+to 1e8 and beyond stay finite. ``I`` lies in ``[0, 1 - d^(1/q - 1/p)]`` and grows with
+sparsity (Theorem 1).
 
 The PQI bound (Theorem 2, eq. 2) on the number ``r`` of largest weights that hold all but a
 fraction ``eta`` of the ``l_p`` mass, ``r >= d (1 + eta)^(-q/(q-p)) [1 - I(w)]^(qp/(q-p))``,
-is evaluated in float64 on the host from the device's per-unit power sums.
+is evaluated in float64: per-unit power sums reduced in float64, the formula in numpy.
 """
 
 from __future__ import annotations
@@ -32,12 +33,21 @@ from prune_jax.sparsity._checks import (
     check_real,
     is_concrete,
 )
-from prune_jax.sparsity._units import combine, unit_view
-from prune_jax.tree import PyTree, check_finite, check_floating
+from prune_jax.sparsity._units import combine, per_unit, unit_view, units_per_leaf
+from prune_jax.tree import PyTree, check_finite, check_floating, check_same_structure
 
 Array = jax.Array
 
-__all__ = ["PowerSums", "gini_index", "pq_index", "pq_stats_from_sums", "pqi_retained_bound"]
+__all__ = [
+    "PQStats",
+    "PowerSums",
+    "gini_index",
+    "pq_index",
+    "pq_stats_from_sums",
+    "pqi_retained_bound",
+    "unit_power_sums",
+    "unit_power_sums_f64",
+]
 
 
 class PowerSums(NamedTuple):
@@ -87,23 +97,35 @@ def unit_power_sums(leaves: list[Array], live: list[Array] | None, *,
     """Power sums of the live weights of every scope unit (jitted core of SPEC 3.1-3.2).
 
     ``live`` (same shapes as ``leaves``, True = live) restricts every statistic to the live
-    weights; ``None`` means all weights are live.
+    weights; ``None`` means all weights are live. Magnitudes are scaled by a power of two
+    (exact) so that no power overflows or underflows.
     """
     dtype = _compute_dtype(leaves)
-    mags = [unit_view(jnp.abs(w.astype(dtype)), scope) for w in leaves]
-    if live is not None:
-        views = [unit_view(m, scope) for m in live]
-        mags = [jnp.where(m, a, jnp.zeros((), dtype)) for m, a in zip(views, mags, strict=True)]
-        d = combine([jnp.sum(m, axis=0, dtype=jnp.int32) for m in views], scope, jnp.add)
+
+    def magnitudes(ws: list[Array]) -> list[Array]:
+        mags = [unit_view(jnp.abs(w.astype(dtype)), scope) for w in ws]
+        if live is None:
+            return mags
+        return [jnp.where(unit_view(m, scope), a, jnp.zeros((), dtype))
+                for m, a in zip(live, mags, strict=True)]
+
+    if live is None:
+        units = [units_per_leaf(w.shape, scope) for w in leaves]
+        d = combine([jnp.full((u,), w.size // u, jnp.int32)
+                     for w, u in zip(leaves, units, strict=True)], scope, jnp.add)
     else:
-        d = combine([jnp.full(a.shape[1:], a.shape[0], jnp.int32) for a in mags], scope, jnp.add)
-    scale = combine([jnp.max(a, axis=0) for a in mags], scope, jnp.maximum)
-    scaled = [_scale_down(a, s) for a, s in zip(mags, scale, strict=True)]
-    s_p = combine([jnp.sum(_power(a, p), axis=0) for a in scaled], scope, jnp.add)
-    # XLA:CPU turns the two sums over the same input into one multi-output loop that is about
-    # 5x slower than two vectorised reductions; the barrier keeps them apart (measured).
-    scaled = lax.optimization_barrier(scaled)
-    s_q = combine([jnp.sum(_power(a, q), axis=0) for a in scaled], scope, jnp.add)
+        d = combine([per_unit(jnp.sum, unit_view(m, scope), dtype=jnp.int32) for m in live],
+                    scope, jnp.add)
+    scale = combine([per_unit(jnp.max, a) for a in magnitudes(leaves)], scope, jnp.maximum)
+
+    def power_sums(e: float) -> list[Array]:
+        # XLA:CPU fuses reductions that share an input into one multi-output loop, several
+        # times slower than separate vectorised ones; a barrier on the raw leaves prevents it.
+        mags = magnitudes(lax.optimization_barrier(leaves))
+        return combine([per_unit(jnp.sum, _power(_scale_down(a, t), e))
+                        for a, t in zip(mags, scale, strict=True)], scope, jnp.add)
+
+    s_p, s_q = power_sums(p), power_sums(q)
     return PowerSums(d=d, scale=scale, s_p=s_p, s_q=s_q)
 
 
@@ -114,13 +136,39 @@ def _log_mean_ratio(d: Array, s_p: Array, s_q: Array, p: float, q: float) -> Arr
     return xp.log(s_p / n) / p - xp.log(s_q / n) / q
 
 
+def _raw_power_sums(leaves: list[Array], p: float, q: float) -> tuple[Array, Array]:
+    """``(sum |w|^p, sum |w|^q)`` over all leaves, unscaled: two plain vectorised reductions."""
+    dtype = _compute_dtype(leaves)
+    s_p = sum(jnp.sum(_power(jnp.abs(w.astype(dtype)), p)) for w in leaves)
+    s_q = sum(jnp.sum(_power(jnp.abs(w.astype(dtype)), q))
+              for w in lax.optimization_barrier(leaves))
+    return s_p, s_q
+
+
 @partial(jax.jit, static_argnames=("p", "q"))
-def _pq_index_core(leaves: list[Array], *, p: float, q: float) -> tuple[Array, PowerSums]:
-    """PQ Index of all leaves taken as one vector; NaN for a zero vector (jitted core)."""
-    sums = unit_power_sums(leaves, None, p=p, q=q, scope="global")
-    d, s_p, s_q = sums.d[0][0], sums.s_p[0][0], sums.s_q[0][0]
+def _pq_index_core(leaves: list[Array], d: Array, *, p: float, q: float
+                   ) -> tuple[Array, Array, Array]:
+    """PQ Index of all leaves taken as one vector: ``(index, s_p, s_q)`` (jitted core).
+
+    Fast path: unscaled power sums, two reads of the data. They are exact enough unless a
+    power overflowed or the sums are so small that flushed subnormal terms could matter
+    (``s < d * tiny / eps``); then, inside a ``lax.cond``, the sums are recomputed from
+    magnitudes scaled by a power of two (:func:`unit_power_sums`). ``index`` is NaN for the
+    zero vector; ``s_p, s_q`` are non-finite iff the input holds NaN or Inf.
+    """
+    dtype = _compute_dtype(leaves)
+    raw = _raw_power_sums(leaves, p, q)
+    info = jnp.finfo(dtype)
+    small = d.astype(dtype) * float(info.tiny) / float(info.eps)
+    safe = jnp.isfinite(raw[0] + raw[1]) & (raw[0] > small) & (raw[1] > small)
+
+    def scaled(_: None) -> tuple[Array, Array]:
+        sums = unit_power_sums(leaves, None, p=p, q=q, scope="global")
+        return sums.s_p[0][0], sums.s_q[0][0]
+
+    s_p, s_q = lax.cond(safe, lambda _: raw, scaled, None)
     index = jnp.maximum(0.0 - jnp.expm1(_log_mean_ratio(d, s_p, s_q, p, q)), 0.0)
-    return jnp.where(sums.scale[0][0] > 0, index, jnp.nan), sums
+    return jnp.where(s_q > 0, index, jnp.nan), s_p, s_q
 
 
 def _leaves_of(x: PyTree, name: str) -> list[Array]:
@@ -132,48 +180,67 @@ def _leaves_of(x: PyTree, name: str) -> list[Array]:
     return leaves
 
 
-def _raise_on_bad_sums(sums: PowerSums, x: PyTree, name: str) -> None:
+def _raise_on_bad_sums(s_p: Array | np.ndarray, s_q: Array | np.ndarray, x: PyTree,
+                       name: str) -> None:
     """Host check on the reductions themselves (no extra pass): NaN/Inf and the zero vector."""
     if not is_concrete(x):
         return
-    s = jax.device_get((sums.s_p[0][0], sums.s_q[0][0], sums.scale[0][0]))
+    s = jax.device_get((s_p, s_q))
     if not np.isfinite(s[0] + s[1]):
         raise ValueError(f"{name} contains NaN or Inf")
     if s[1] == 0:
         raise ValueError(f"{name} is the zero vector; its PQ Index is undefined (SPEC 3.1)")
 
 
-def pq_index(x: PyTree, p: float = 0.5, q: float = 1.0) -> Array:
+def _masked_leaves(x: PyTree, mask: PyTree | None, leaves: list[Array]
+                   ) -> tuple[list[Array], Array]:
+    """Leaves with masked-out entries zeroed, and the number ``d`` of entries kept."""
+    if mask is None:
+        return leaves, jnp.asarray(sum(w.size for w in leaves), jnp.int32)
+    check_same_structure(x, mask, "x", "mask")
+    m = [jnp.asarray(v, bool) for v in jax.tree.leaves(mask)]
+    kept = [jnp.where(mi, w, jnp.zeros((), w.dtype)) for mi, w in zip(m, leaves, strict=True)]
+    return kept, sum(jnp.sum(mi, dtype=jnp.int32) for mi in m)
+
+
+def pq_index(x: PyTree, p: float = 0.5, q: float = 1.0, *, mask: PyTree | None = None
+             ) -> Array:
     """PQ Index ``I_pq(x) = 1 - d^(1/q-1/p) ||x||_p / ||x||_q`` (SPEC 3.1, seed eq. 1).
 
     Args:
       x: an array, or a pytree whose leaves are taken together as one flat vector (``d`` =
         total size). Floating point; NaN/Inf and the all-zero vector are ``ValueError``s.
       p, q: exponents with ``0 < p <= 1 <= q`` and ``p < q`` (``ValueError`` naming p or q).
+      mask: optional boolean pytree like ``x`` (True = live): the index of the live entries
+        only (``d`` = number of live entries), as SAP measures a pruned model. Shapes stay
+        static, so a changing mask does not recompile.
 
     Returns:
       A scalar array in ``[0, 1 - d^(1/q-1/p)]``: 0 for a constant vector, the upper end for a
-      one-hot vector; larger means sparser. Computed in float32 (float64 for float64 input),
-      scaled by ``max |x|`` and in logs. (Subnormal inputs, below ~1.2e-38 in float32, count
-      as 0 where XLA flushes denormals, as XLA:CPU does.) Under an outer ``jit`` the value checks cannot run and
-      a zero vector (or NaN input) gives NaN.
+      one-hot vector; larger means sparser. Computed in float32 (float64 for float64 input)
+      in logs; magnitudes are rescaled by a power of two when raw powers would overflow or
+      underflow. Subnormal inputs (below ~1.2e-38 in float32) count as 0 where XLA flushes
+      denormals, as XLA:CPU does. Under an outer ``jit`` the value checks cannot run, and a
+      zero vector (or NaN input) gives NaN.
     """
     p, q = check_pq(p, q)
-    leaves = _leaves_of(x, "x")
-    index, sums = _pq_index_core(leaves, p=p, q=q)
-    _raise_on_bad_sums(sums, x, "x")
+    leaves, d = _masked_leaves(x, mask, _leaves_of(x, "x"))
+    index, s_p, s_q = _pq_index_core(leaves, d, p=p, q=q)
+    _raise_on_bad_sums(s_p, s_q, x, "x")
     return index
 
 
 @jax.jit
-def _gini_core(flat: Array) -> Array:
+def _gini_core(flat: Array, n_live: Array) -> Array:
+    # Masked-out entries are zeros sorted first; they add nothing to the sum, so the live
+    # entries' ranks k - n_dead give (n_live - (k - n_dead) + 1/2) = (n - k + 1/2).
     c = jnp.sort(jnp.abs(flat))
     n = c.shape[0]
     k = jnp.arange(1, n + 1, dtype=c.dtype)
-    return 1.0 - 2.0 * jnp.sum((c / jnp.sum(c)) * ((n - k + 0.5) / n))
+    return 1.0 - 2.0 * jnp.sum((c / jnp.sum(c)) * ((n - k + 0.5) / n_live.astype(c.dtype)))
 
 
-def gini_index(x: PyTree) -> Array:
+def gini_index(x: PyTree, *, mask: PyTree | None = None) -> Array:
     """Gini index of ``|x|`` (Hurley & Rickard 2009, eq. for ``S_Gini``), beside PQI (SPEC 3.1).
 
     With the magnitudes sorted ascending, ``c_(1) <= ... <= c_(N)``::
@@ -181,17 +248,18 @@ def gini_index(x: PyTree) -> Array:
         G = 1 - 2 sum_k (c_(k) / ||c||_1) (N - k + 1/2) / N
 
     0 for a constant vector, ``1 - 1/N`` for a one-hot vector. ``x`` is an array or a pytree
-    (flattened globally); NaN/Inf and the zero vector are ``ValueError``s naming x. Sorts, so
-    ``O(N log N)``: a comparison tool, not a hot-path measure.
+    (flattened globally); NaN/Inf and the zero vector are ``ValueError``s naming x. ``mask``
+    (True = live) restricts the index to the live entries (``N`` = their number) without
+    changing shapes. Sorts, so ``O(N log N)``: a comparison tool, not a hot-path measure.
     """
-    leaves = _leaves_of(x, "x")
+    leaves, n_live = _masked_leaves(x, mask, _leaves_of(x, "x"))
     dtype = _compute_dtype(leaves)
     flat = jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
     if is_concrete(x):
         check_finite(flat, "x")
         if not bool(jnp.any(flat != 0)):
             raise ValueError("x is the zero vector; its Gini index is undefined")
-    return _gini_core(flat)
+    return _gini_core(flat, n_live)
 
 
 class PQStats(NamedTuple):
@@ -199,6 +267,21 @@ class PQStats(NamedTuple):
 
     pqi: np.ndarray
     r: np.ndarray
+
+
+def unit_power_sums_f64(leaves: list[Array], live: list[Array] | None, *, p: float,
+                        q: float, scope: Scope) -> PowerSums:
+    """:func:`unit_power_sums` in float64, fetched to the host as numpy arrays (SPEC 3.2).
+
+    The bound and the counts derived from it must not be off by one through rounding (a
+    one-hot unit has ``r = 1`` exactly), and float32 power sums carry ~1e-7 relative error.
+    So the leaves are upcast and reduced with 64-bit types enabled for this call only (the
+    flag is scoped to this thread and this block; nothing float64 escapes but numpy arrays).
+    Needs a backend with float64 (CPU, GPU).
+    """
+    with jax.enable_x64(True):
+        wide = [jnp.asarray(x, jnp.float64) for x in leaves]
+        return jax.device_get(unit_power_sums(wide, live, p=p, q=q, scope=scope))
 
 
 def pq_stats_from_sums(d: np.ndarray, s_p: np.ndarray, s_q: np.ndarray, *,
@@ -243,13 +326,12 @@ def pqi_retained_bound(x: PyTree, p: float = 0.5, q: float = 1.0, eta: float = 0
       eta: ``eta_r >= 0``.
 
     Returns:
-      The bound as a Python float (a real number, not rounded), evaluated in float64 on the
-      host from the device's power sums.
+      The bound as a Python float (a real number, not rounded): power sums in float64
+      (:func:`unit_power_sums_f64`), the formula in float64 numpy on the host.
     """
     p, q = check_pq(p, q)
     eta = check_eta(eta)
     leaves = _leaves_of(x, "x")
-    _, sums = _pq_index_core(leaves, p=p, q=q)
-    _raise_on_bad_sums(sums, x, "x")
-    d, s_p, s_q = jax.device_get((sums.d[0], sums.s_p[0], sums.s_q[0]))
-    return float(pq_stats_from_sums(d, s_p, s_q, p=p, q=q, eta=eta).r[0])
+    sums = unit_power_sums_f64(leaves, None, p=p, q=q, scope="global")
+    _raise_on_bad_sums(sums.s_p[0], sums.s_q[0], x, "x")
+    return float(pq_stats_from_sums(sums.d[0], sums.s_p[0], sums.s_q[0], p=p, q=q, eta=eta).r[0])

@@ -75,8 +75,9 @@ def test_sap_step_matches_hand_computation(scope: str, p: float, q: float, eta: 
     got = flat_stats(res)
     assert [g[0] for g in got] == [w[0] for w in want]
     assert [g[3] for g in got] == [w[3] for w in want]
-    np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-5)
+    # power sums are reduced in float64, so the float32 weights give float64-accurate stats
+    np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-10)
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-10)
     assert np.all(res.mask["Conv_0"]["bias"])
     expected_keys = ["global"] if scope == "global" else ["Conv_0/kernel", "Dense_0/kernel"]
     assert list(res.units) == expected_keys
@@ -103,7 +104,7 @@ def test_sap_oracle_units() -> None:
     res = sap_step(params, None, scope="neuron")
     s = res.units["Dense_0/kernel"]
     np.testing.assert_array_equal(s.d, [10, 10, 10])
-    np.testing.assert_allclose(s.r[:2], [10.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(s.r[:2], [10.0, 1.0], rtol=1e-12)
     np.testing.assert_array_equal(s.c, [0, 9, 0])
     assert np.isnan(s.pqi[2]) and np.isnan(s.r[2])
     np.testing.assert_array_equal(res.mask["Dense_0"]["kernel"][:, 1], np.arange(10) == 4)
@@ -144,7 +145,7 @@ def test_fraction_step_prunes_a_fraction_of_the_remaining(scope: str) -> None:
 
 def test_fraction_step_global_recursion() -> None:
     params, _ = make(5)
-    m, live = None, 216 + 144
+    m, live = None, 72 + 144
     for _ in range(4):
         res = fraction_step(params, m, fraction=0.2)
         assert res.units["global"].d[0] == live

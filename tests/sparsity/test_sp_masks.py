@@ -126,15 +126,18 @@ def test_custom_prunable_and_deterministic() -> None:
     assert (~got["Conv_0"]["bias"]).sum() == 2 and np.all(got["Dense_0"]["kernel"])
 
 
-@pytest.mark.parametrize("scope", SCOPES)
-def test_under_jit_and_with_bfloat16(scope: str) -> None:
+def test_under_jit_with_traced_params_and_mask() -> None:
     params = make_params(6)
-    eager = magnitude_mask(params, 0.6, scope=scope)
-    jitted = jax.jit(lambda p: magnitude_mask(p, 0.6, scope=scope))(params)
+    mask = random_mask(params, 7)
+    eager = magnitude_mask(params, 0.6, scope="neuron", mask=mask)
+    jitted = jax.jit(lambda p, m: magnitude_mask(p, 0.6, scope="neuron", mask=m))(params, mask)
     jax.tree.map(np.testing.assert_array_equal, eager, jitted)
-    bf = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), params)
-    want = oracle_mask(jax.tree.map(lambda x: np.asarray(x, np.float32), bf), 0.6, scope)
-    for g, w in zip(kernels(magnitude_mask(bf, 0.6, scope=scope)), want, strict=True):
+
+
+def test_bfloat16_params() -> None:
+    bf = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), make_params(6))
+    want = oracle_mask(jax.tree.map(lambda x: np.asarray(x, np.float32), bf), 0.6, "layer")
+    for g, w in zip(kernels(magnitude_mask(bf, 0.6, scope="layer")), want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 

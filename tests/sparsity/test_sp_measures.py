@@ -13,7 +13,7 @@ from sp_oracles import bound_np, gini_np, pqi_np
 from prune_jax.sparsity import gini_index, pq_index, pqi_retained_bound
 
 PQS = [(0.5, 1.0), (1.0, 2.0), (0.5, 2.0)]
-PROPERTY = settings(max_examples=25, deadline=None)
+PROPERTY = settings(max_examples=20, deadline=None)
 
 # A few fixed lengths only: every new length (and every (p, q)) is a new XLA compilation.
 vectors = st.sampled_from([2, 3, 5, 8]).flatmap(
@@ -30,13 +30,14 @@ def pqi64(w: np.ndarray, p: float, q: float) -> float:
 
 @pytest.mark.parametrize(("p", "q"), PQS)
 def test_constant_vector_is_zero(p: float, q: float) -> None:
-    for d in (1, 7, 1000):
-        assert float(pq_index(jnp.full((d,), -3.5), p, q)) == 0.0
+    for d in (1, 1000):
+        for c in (-3.5, 0.1, 1e20):
+            assert 0.0 <= float(pq_index(jnp.full((d,), c), p, q)) < 1e-6
 
 
 @pytest.mark.parametrize(("p", "q"), PQS)
 def test_one_hot_is_the_maximum(p: float, q: float) -> None:
-    for d in (2, 10, 4096):
+    for d in (2, 1000):
         x = jnp.zeros(d).at[d // 3].set(-2.0)
         np.testing.assert_allclose(float(pq_index(x, p, q)), 1 - d ** (1 / q - 1 / p), rtol=1e-6)
 
@@ -135,7 +136,7 @@ def test_d1_robin_hood(w: np.ndarray, pq: tuple[float, float], i: int, j: int,
 @PROPERTY
 @given(w=vectors, pq=pqs, alpha=st.floats(1e-3, 1e3))
 def test_d2_scaling(w: np.ndarray, pq: tuple[float, float], alpha: float) -> None:
-    np.testing.assert_allclose(pqi64(alpha * w, *pq), pqi64(w, *pq), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(pqi64(alpha * w, *pq), pqi64(w, *pq), rtol=1e-12, atol=1e-14)
 
 
 @PROPERTY
@@ -149,7 +150,7 @@ def test_d3_rising_tide(w: np.ndarray, pq: tuple[float, float], alpha: float) ->
 @given(w=vectors, pq=pqs)
 def test_d4_cloning(w: np.ndarray, pq: tuple[float, float]) -> None:
     np.testing.assert_allclose(pqi64(np.concatenate([w, w]), *pq), pqi64(w, *pq),
-                               rtol=1e-12, atol=1e-15)
+                               rtol=1e-12, atol=1e-14)
 
 
 @PROPERTY
@@ -177,7 +178,7 @@ def test_invariant_to_signs_and_order(w: np.ndarray, pq: tuple[float, float],
                                       seed: int) -> None:
     rng = np.random.default_rng(seed)
     v = rng.permutation(w) * rng.choice([-1.0, 1.0], size=w.size)
-    np.testing.assert_allclose(pqi64(v, *pq), pqi64(w, *pq), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(pqi64(v, *pq), pqi64(w, *pq), rtol=1e-12, atol=1e-14)
 
 
 # --------------------------------------------------------------------------- Gini
@@ -236,14 +237,14 @@ def test_bound_with_eta_zero_counts_nonzeros(p: float, q: float) -> None:
         w[support] = rng.standard_normal(k)
         assert pqi_retained_bound(w, p, q) <= k * (1 + 1e-5)
         w[support] = 2.5  # k equal non-zeros: the bound is tight
-        np.testing.assert_allclose(pqi_retained_bound(w, p, q), k, rtol=1e-6)
+        np.testing.assert_allclose(pqi_retained_bound(w, p, q), k, rtol=1e-12)
 
 
-def test_bound_float32_matches_float64_oracle() -> None:
-    w = np.random.default_rng(7).standard_normal(1000)
+def test_bound_of_float32_input_is_float64_accurate() -> None:
+    w = np.random.default_rng(7).standard_normal(1000).astype(np.float32)
     for p, q in PQS:
-        np.testing.assert_allclose(pqi_retained_bound(w.astype(np.float32), p, q, eta=0.1),
-                                   bound_np(w, p, q, 0.1), rtol=2e-5)
+        np.testing.assert_allclose(pqi_retained_bound(w, p, q, eta=0.1),
+                                   bound_np(w, p, q, 0.1), rtol=1e-10)
 
 
 # --------------------------------------------------------------------------- errors
@@ -261,11 +262,11 @@ def test_bad_p_q(p: float, q: float, name: str) -> None:
 def test_bad_values() -> None:
     for fn in (pq_index, gini_index, pqi_retained_bound):
         with pytest.raises(ValueError, match="x is the zero vector"):
-            fn(jnp.zeros(5))
+            fn(jnp.zeros(3))
         with pytest.raises(ValueError, match="x contains NaN or Inf"):
             fn(jnp.array([1.0, jnp.nan, 2.0]))
         with pytest.raises(ValueError, match="x contains NaN or Inf"):
-            fn({"a": jnp.array([1.0, 2.0]), "b": jnp.array([-jnp.inf])})
+            fn({"a": jnp.array([1.0, 2.0]), "b": jnp.array([-jnp.inf, 0.0, 1.0])})
         with pytest.raises(TypeError, match="x"):
             fn(jnp.arange(4))
         with pytest.raises(ValueError, match="x"):
@@ -274,3 +275,16 @@ def test_bad_values() -> None:
         pqi_retained_bound(jnp.ones(3), eta=-0.1)
     with pytest.raises(TypeError, match="p"):
         pq_index(jnp.ones(3), p="0.5")
+
+
+@pytest.mark.parametrize("pq", [(0.5, 1.0), (1.0, 2.0)])
+def test_masked_measures_equal_measures_of_the_live_entries(pq):
+    rng = np.random.default_rng(7)
+    x = {"a": jnp.asarray(rng.normal(size=(30, 4)), jnp.float32),
+         "b": jnp.asarray(rng.laplace(size=17), jnp.float32)}
+    m = {"a": jnp.asarray(rng.random((30, 4)) < 0.6), "b": jnp.asarray(rng.random(17) < 0.3)}
+    live = jnp.concatenate([x["a"][m["a"]], x["b"][m["b"]]])
+    np.testing.assert_allclose(pq_index(x, *pq, mask=m), pq_index(live, *pq), rtol=1e-5)
+    np.testing.assert_allclose(gini_index(x, mask=m), gini_index(live), rtol=1e-5)
+    with pytest.raises(ValueError, match="mask"):
+        pq_index(x, *pq, mask={"a": m["a"]})

@@ -1,0 +1,128 @@
+"""Sparsity core (SPEC 3.1-3.2): PQ Index and global magnitude masks on N float32 weights.
+
+    python benchmarks/bench_sparsity.py [--size N] [--repeats 5] [--no-sort]
+
+Inputs: ``N`` (default 25,000,000) float32 weights, Laplace-distributed as after l1 training,
+in four Dense kernels of unequal sizes (a pytree, as the library sees a model).
+
+Rows, each against the same arrays:
+
+- floor: a jitted ``sum(|x|)`` over the leaves (one read of the data; the memory-bound floor);
+- ``pq_index`` (p, q) = (0.5, 1) and (1, 2): the public function, host checks included;
+- numpy PQ Index: the same formula with numpy (max-scaled, float32, per leaf);
+- ``magnitude_mask`` at sparsity 0.5, global scope: the public function (sort-free exact
+  selection: bisection on the float bit patterns, deterministic ties);
+- numpy magnitude mask: ``np.argpartition`` over the concatenated magnitudes (introselect;
+  exact count, ties in no particular order);
+- jitted ``jnp.sort`` mask: the obvious full-sort approach in JAX (``--no-sort`` skips it).
+
+Each row prints the median wall time over ``--repeats`` runs after one warm-up call (the
+compilation), and its ratio to the floor and to the numpy version of the same computation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prune_jax.sparsity import magnitude_mask, pq_index
+
+
+def make_params(size: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    fractions = (0.45, 0.3, 0.2)
+    sizes = [int(size * f) // 512 * 512 for f in fractions]
+    sizes.append(size - sum(sizes))
+    return {f"Dense_{i}": {"kernel": jnp.asarray(
+        rng.laplace(0.0, 0.02, n).astype(np.float32).reshape(-1, 512 if n % 512 == 0 else 1))}
+        for i, n in enumerate(sizes)}
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def numpy_pq_index(leaves: list[np.ndarray], p: float, q: float) -> float:
+    top = max(float(np.max(np.abs(x))) for x in leaves)
+    d = sum(x.size for x in leaves)
+    s_p = sum(float(np.sum((np.abs(x) / top) ** p)) for x in leaves)
+    s_q = sum(float(np.sum((np.abs(x) / top) ** q)) for x in leaves)
+    return 1.0 - np.exp(np.log(s_p / d) / p - np.log(s_q / d) / q)
+
+
+def numpy_mask(leaves: list[np.ndarray], sparsity: float) -> list[np.ndarray]:
+    mags = np.concatenate([np.abs(x).ravel() for x in leaves])
+    k = int(np.floor(sparsity * mags.size))
+    keep = np.ones(mags.size, bool)
+    keep[np.argpartition(mags, k)[:k]] = False
+    return np.split(keep, np.cumsum([x.size for x in leaves])[:-1])
+
+
+@partial(jax.jit, static_argnames="k")
+def sort_mask(leaves: list[jax.Array], k: int) -> list[jax.Array]:
+    mags = jnp.concatenate([jnp.abs(x).ravel() for x in leaves])
+    order = jnp.argsort(mags, stable=True)
+    keep = jnp.ones(mags.size, bool).at[order[:k]].set(False)
+    return jnp.split(keep, np.cumsum([x.size for x in leaves])[:-1])
+
+
+@jax.jit
+def floor_sum(leaves: list[jax.Array]) -> jax.Array:
+    return sum(jnp.sum(jnp.abs(x)) for x in leaves)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=25_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-sort", action="store_true", help="skip the jnp.sort row")
+    args = parser.parse_args()
+
+    params = make_params(args.size, seed=0)
+    leaves = jax.tree.leaves(params)
+    host = [np.asarray(x) for x in leaves]
+    n = sum(x.size for x in leaves)
+    print(f"{n:,} float32 weights in {len(leaves)} leaves; backend {jax.default_backend()}, "
+          f"{jax.device_count()} device(s)")
+
+    floor = timed(lambda: floor_sum(leaves), args.repeats)
+    rows: list[tuple[str, float, float | None]] = [("floor: jit sum(|x|)", floor, None)]
+    for p, q in ((0.5, 1.0), (1.0, 2.0)):
+        ref = timed(lambda p=p, q=q: numpy_pq_index(host, p, q), args.repeats)
+        got = timed(lambda p=p, q=q: pq_index(params, p, q), args.repeats)
+        np.testing.assert_allclose(float(pq_index(params, p, q)), numpy_pq_index(host, p, q),
+                                   rtol=1e-4)
+        rows += [(f"pq_index p={p} q={q}", got, ref), (f"  numpy p={p} q={q}", ref, None)]
+
+    sparsity = 0.5
+    ref = timed(lambda: numpy_mask(host, sparsity), max(1, args.repeats // 2))
+    got = timed(lambda: magnitude_mask(params, sparsity), args.repeats)
+    kept = sum(int(np.sum(m)) for m in jax.tree.leaves(magnitude_mask(params, sparsity)))
+    assert kept == n - int(np.floor(sparsity * n)), kept
+    rows += [("magnitude_mask global s=0.5", got, ref), ("  numpy argpartition", ref, None)]
+    if not args.no_sort:
+        k = int(np.floor(sparsity * n))
+        rows.append(("  jit jnp.argsort mask", timed(lambda: sort_mask(leaves, k), 1), ref))
+
+    print(f"\n{'computation':34s} {'median ms':>10s} {'x floor':>9s} {'x numpy':>9s}")
+    for name, seconds, numpy_seconds in rows:
+        vs_numpy = f"{seconds / numpy_seconds:9.2f}" if numpy_seconds else f"{'':9s}"
+        print(f"{name:34s} {seconds * 1e3:10.1f} {seconds / floor:9.1f} {vs_numpy}")
+
+
+if __name__ == "__main__":
+    main()

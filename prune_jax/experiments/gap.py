@@ -1,0 +1,254 @@
+"""``prune-jax gap``: structured vs unstructured pruning, the exponential gap (SPEC 4).
+
+For every input dimension ``d`` and seed (one target ``w*`` and one nested random pool), the
+pipeline measures the width ``N_h`` each arm needs to approximate ``relu(<w*, x>)`` within
+``eps`` on the unit ball:
+
+* neuron pruning: a CERTIFIED LOWER bound (LP relaxation with cutting planes, HiGHS), without
+  and with the output ReLU, plus a rounded subset (an achievable width, exact in d = 2);
+* weight pruning: a CERTIFIED UPPER bound (Pensia et al. subset-sum construction with an exact
+  meet-in-the-middle solver), each constructed network's measured error checked against it;
+* an ILLUSTRATION panel: gradient supermask search (edge-popup, straight-through), d = 2.
+
+Writes ``results.json``, ``gap_widths.png`` and ``gap_errors.png`` into ``--out`` and prints
+the table of median and 90th-percentile required widths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from rich.table import Table
+
+from prune_jax.experiments import gap_plots
+from prune_jax.experiments.common import flag, save_json
+from prune_jax.experiments.progress import console, progress_bar
+from prune_jax.slth import sweep as S
+from prune_jax.slth.neuron_lp import CuttingPlanes
+from prune_jax.slth.supermask import SupermaskSearch
+
+__all__ = ["Config", "resolve", "run"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Options of ``prune-jax gap`` (each field is a command-line flag)."""
+
+    dims: tuple[int, ...] = flag((2, 4, 8, 16), "input dimensions d")
+    seeds: int = flag(5, "seeds (target + pool) per d")
+    seed: int = flag(0, "base PRNG seed")
+    inv_eps_log2: tuple[int, ...] = flag((2, 4, 6, 8, 10, 12, 14),
+                                         "tolerances eps = 2^-k for these k")
+    neuron_max_widths: tuple[int, ...] = flag(
+        (1024, 128, 64, 48), "largest width of the neuron-arm LP, one per --dims entry")
+    relu_max_width: int = flag(256, "largest width of the output-ReLU neuron-arm LP")
+    relu_dims: tuple[int, ...] = flag((2,), "dimensions that also run the output-ReLU neuron arm")
+    weight_pool_per_dim: int = flag(64, "weight-arm pool size per input dimension")
+    max_items: int = flag(28, "largest subset-sum instance (items per group) of the weight arm")
+    max_rounds: int = flag(10, "cutting-plane rounds per LP")
+    supermask_steps: int = flag(1000, "training steps of the supermask illustration (0: skip)")
+    supermask_widths: tuple[int, ...] = flag((16, 64, 256),
+                                             "widths of the supermask illustration (d = 2)")
+    smoke: bool = flag(False, "tiny configuration for the tests (well under a minute)")
+    full: bool = flag(False, "10 seeds, wider neuron LPs, output-ReLU arm for every d")
+    out: Path = flag(Path("results/gap"), "output directory")
+    progress: bool = flag(True, "show progress bars")
+
+
+def resolve(config: Config) -> Config:
+    """Apply ``--smoke`` / ``--full`` and validate (errors name the flag)."""
+    if config.smoke and config.full:
+        raise ValueError("--smoke and --full are mutually exclusive")
+    if config.smoke:
+        config = dataclasses.replace(
+            config, dims=(2, 4), seeds=2, inv_eps_log2=(2, 4, 6), neuron_max_widths=(48, 16),
+            relu_max_width=16, relu_dims=(2,), weight_pool_per_dim=24, max_items=12,
+            max_rounds=3, supermask_steps=50, supermask_widths=(8,))
+    if config.full:
+        config = dataclasses.replace(
+            config, seeds=max(config.seeds, 10), relu_dims=config.dims,
+            neuron_max_widths=tuple(2 * n for n in config.neuron_max_widths))
+    if len(config.neuron_max_widths) != len(config.dims):
+        raise ValueError(f"--neuron-max-widths needs one entry per --dims entry "
+                         f"({len(config.dims)}), got {len(config.neuron_max_widths)}")
+    if any(d < 2 for d in config.dims):
+        raise ValueError(f"--dims entries must be >= 2, got {config.dims}")
+    if not set(config.relu_dims) <= set(config.dims):
+        raise ValueError(f"--relu-dims {config.relu_dims} must be a subset of --dims")
+    if config.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {config.seeds}")
+    if any(k < 1 for k in config.inv_eps_log2):
+        raise ValueError(f"--inv-eps-log2 entries must be >= 1 (eps in (0, 1)), "
+                         f"got {config.inv_eps_log2}")
+    return config
+
+
+def _pool_size(config: Config, d: int, neuron_max: int) -> int:
+    sizes = [config.weight_pool_per_dim * d, neuron_max]
+    if d in config.relu_dims:
+        sizes.append(config.relu_max_width)
+    if d == 2 and config.supermask_steps > 0:
+        sizes.extend(config.supermask_widths)
+    return max(sizes)
+
+
+def _neuron_summary(curves: list[S.NeuronCurve], eps: np.ndarray) -> dict[str, Any]:
+    """Per-eps required widths of the neuron arm: certified lower bounds and rounded subsets."""
+    lower = [[S.lower_bound_width(c.widths, c.lower, e) for c in curves] for e in eps]
+    rounded = [[S.upper_bound_width(c.widths, c.rounded, e) for c in curves] for e in eps]
+    q_lower = [S.quantiles([w for w, _ in row]) for row in lower]
+    q_round = [S.quantiles(row) for row in rounded]
+    largest = int(curves[0].widths[-1])
+    return {
+        "lower_per_seed": [[w for w, _ in row] for row in lower],
+        "censored_per_seed": [[c for _, c in row] for row in lower],
+        "lower_median": [q.median for q in q_lower],
+        "lower_p90": [q.p90 for q in q_lower],
+        "lower_median_censored": [q.median > largest for q in q_lower],
+        "rounded_per_seed": rounded,
+        "rounded_median": [q.median for q in q_round],
+        "rounded_p90": [q.p90 for q in q_round],
+        "rounded_exact": bool(curves[0].rounded_exact),
+        "largest_width": largest,
+        "curves": [{"widths": c.widths, "lower": c.lower, "rounded": c.rounded}
+                   for c in curves],
+    }
+
+
+def _weight_summary(curves: list[S.WeightCurve], eps: np.ndarray) -> dict[str, Any]:
+    """Per-eps certified upper bounds on the width weight pruning needs."""
+    upper = [[S.upper_bound_width(np.arange(c.certificate.size), c.certificate, e)
+              for c in curves] for e in eps]
+    q = [S.quantiles(row) for row in upper]
+    return {
+        "upper_per_seed": upper,
+        "upper_median": [x.median for x in q],
+        "upper_p90": [x.p90 for x in q],
+        "curves": [{"certificate": c.certificate} for c in curves],
+    }
+
+
+def _slopes(inv_eps: np.ndarray, arm: dict[str, Any], key: str,
+            censored: list[bool] | None = None) -> dict[str, float]:
+    y = np.asarray(arm[key], np.float64)
+    if censored is not None:
+        y = np.where(censored, np.nan, y)
+    y = np.where(y > 1, y, np.nan)  # a lower bound of 1 is trivial, not a measurement
+    return {"loglog": S.loglog_slope(inv_eps, y),
+            "per_bit": S.linear_slope(np.log2(inv_eps), y)}
+
+
+def _run_dim(config: Config, d: int, neuron_max: int, eps: np.ndarray, bar: Any
+             ) -> dict[str, Any]:
+    cuts = CuttingPlanes(max_rounds=config.max_rounds)
+    widths = S.geometric_widths(neuron_max)
+    relu_widths = S.geometric_widths(config.relu_max_width)
+    neuron, relu, weight, checks, supermask = [], [], [], [], []
+    for s in range(config.seeds):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), d), s)
+        k_problem, k_neuron, k_relu, k_check, k_mask = jax.random.split(key, 5)
+        problem = S.make_problem(k_problem, d, _pool_size(config, d, neuron_max))
+        weight.append(S.weight_curve(problem, config.max_items))
+        for w in sorted({S.upper_bound_width(np.arange(weight[-1].certificate.size),
+                                             weight[-1].certificate, e) for e in eps} - {None}):
+            measured, cert, exact = S.weight_network_error(k_check, problem, weight[-1], w)
+            checks.append({"seed": s, "width": w, "measured": measured, "certificate": cert,
+                           "exact": exact})
+        bar.advance(d=d, seed=s)
+        neuron.append(S.neuron_curve(k_neuron, problem, widths, False, cuts))
+        bar.advance(d=d, seed=s)
+        if d in config.relu_dims:
+            relu.append(S.neuron_curve(k_relu, problem, relu_widths, True, cuts))
+            bar.advance(d=d, seed=s)
+        if d == 2 and config.supermask_steps > 0:
+            for width in config.supermask_widths:
+                for per_weight, output_relu in ((False, False), (True, True)):
+                    search = SupermaskSearch(per_weight=per_weight, output_relu=output_relu,
+                                             steps=config.supermask_steps)
+                    err, exact = S.supermask_error(jax.random.fold_in(k_mask, width), problem,
+                                                   width, search)
+                    supermask.append({"seed": s, "width": width, "per_weight": per_weight,
+                                      "output_relu": output_relu, "error": err,
+                                      "exact": exact})
+            bar.advance(d=d, seed=s)
+    inv_eps = 1.0 / eps
+    out: dict[str, Any] = {"neuron": _neuron_summary(neuron, eps),
+                           "weight": _weight_summary(weight, eps),
+                           "weight_checks": checks, "supermask": supermask}
+    out["neuron"]["slopes"] = _slopes(inv_eps, out["neuron"], "lower_median",
+                                      out["neuron"]["lower_median_censored"])
+    out["weight"]["slopes"] = _slopes(inv_eps, out["weight"], "upper_median")
+    if relu:
+        out["neuron_relu"] = _neuron_summary(relu, eps)
+        out["neuron_relu"]["slopes"] = _slopes(inv_eps, out["neuron_relu"], "lower_median",
+                                               out["neuron_relu"]["lower_median_censored"])
+    return out
+
+
+def _fmt(value: float, censored: bool = False, lower: bool = False) -> str:
+    if not np.isfinite(value):
+        return "-"
+    text = f"{int(value)}"
+    return (">=" if lower else "") + text + ("*" if censored else "")
+
+
+def _lower_cell(arm: dict[str, Any] | None, i: int) -> str:
+    if arm is None:
+        return ""
+    largest = arm["largest_width"]
+    median, p90 = arm["lower_median"][i], arm["lower_p90"][i]
+    return f"{_fmt(median, median > largest, True)} [{_fmt(p90, p90 > largest, True)}]"
+
+
+def _table(results: dict[str, Any]) -> Table:
+    table = Table(title="Required width N_h: median [90th percentile] over seeds "
+                        "(>= certified lower bound, * = limited by the largest width tried, "
+                        "- = not reached)")
+    for col in ("d", "eps", "neuron LB", "neuron+ReLU LB", "neuron rounded", "weight UB"):
+        table.add_column(col, justify="right")
+    for d, res in results["per_d"].items():
+        n, w = res["neuron"], res["weight"]
+        for i, k in enumerate(results["inv_eps_log2"]):
+            table.add_row(d, f"2^-{k}", _lower_cell(n, i), _lower_cell(res.get("neuron_relu"), i),
+                          f"{_fmt(n['rounded_median'][i])} [{_fmt(n['rounded_p90'][i])}]",
+                          f"{_fmt(w['upper_median'][i])} [{_fmt(w['upper_p90'][i])}]")
+    return table
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Run the sweep, print the table, write ``results.json`` and the plots (SPEC 4)."""
+    config = resolve(config)
+    start = time.perf_counter()
+    eps = 2.0 ** -np.asarray(config.inv_eps_log2, np.float64)
+    per_seed_tasks = [2 + (d in config.relu_dims) + (d == 2 and config.supermask_steps > 0)
+                      for d in config.dims]
+    results: dict[str, Any] = {"config": dataclasses.asdict(config),
+                               "inv_eps_log2": list(config.inv_eps_log2),
+                               "eps": eps, "per_d": {}}
+    with progress_bar("gap sweep", total=config.seeds * sum(per_seed_tasks),
+                      enabled=config.progress) as bar:
+        for d, neuron_max in zip(config.dims, config.neuron_max_widths, strict=True):
+            results["per_d"][str(d)] = _run_dim(config, d, neuron_max, eps, bar)
+    checks = [c for r in results["per_d"].values() for c in r["weight_checks"]]
+    results["weight_check_violations"] = sum(c["measured"] > c["certificate"] for c in checks)
+    results["wall_seconds"] = time.perf_counter() - start
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "results.json", results)
+    figures = gap_plots.save_all(results, out)
+    console.print(_table(results))
+    for d, res in results["per_d"].items():
+        console.print(f"d = {d}: log-log slope of N_h against 1/eps: neuron LB "
+                      f"{res['neuron']['slopes']['loglog']:.2f}, weight UB "
+                      f"{res['weight']['slopes']['loglog']:.2f} "
+                      f"({res['weight']['slopes']['per_bit']:.2f} units per bit of 1/eps)")
+    console.print(f"weight-arm certificate checks: {len(checks)} networks, "
+                  f"{results['weight_check_violations']} violations; "
+                  f"wall time {results['wall_seconds']:.0f} s")
+    console.print(f"wrote {out / 'results.json'} and {', '.join(str(f) for f in figures)}")
+    return results

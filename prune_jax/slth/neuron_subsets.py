@@ -1,0 +1,197 @@
+"""Neuron arm, primal side: actual subsets and their sup errors (SPEC 4).
+
+Every subset here is a feasible neuron mask, so its sup error is an UPPER bound on the best
+subset's error: CERTIFIED in d = 2 where the error is exact, only ESTIMATED in d > 2 (the sup
+error of a given subset is then itself only lower-estimated). Together with the LP bounds of
+:mod:`prune_jax.slth.neuron_lp` they bracket the best subset:
+
+* :func:`rounded_subset` -- the relaxed LP solution rounded (threshold and random roundings);
+* :func:`local_search_2d` -- single-flip local search (from the empty set: greedy), d = 2;
+* :func:`random_subsets_2d`, :func:`brute_force_2d` -- references for the tests;
+* :func:`milp_subset_2d` -- the EXACT optimum by mixed-integer LP (HiGHS) with cutting planes,
+  practical to N ~ 32 (SPEC 4).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import numpy as np
+from scipy.optimize import LinearConstraint, milp
+
+from prune_jax.slth._checks import check_int, check_shape
+from prune_jax.slth._shapes import bucket
+from prune_jax.slth.networks import Pool, neuron_net
+from prune_jax.slth.neuron_lp import CuttingPlanes, features, initial_points
+from prune_jax.slth.supnorm import sup_error, sup_error_2d_batch, worst_points
+from prune_jax.tree import Array
+
+__all__ = [
+    "MilpSubset",
+    "Subset",
+    "brute_force_2d",
+    "local_search_2d",
+    "milp_subset_2d",
+    "random_subsets_2d",
+    "rounded_subset",
+    "subset_errors_2d",
+]
+
+_BRUTE_FORCE_MAX = 16
+
+
+class Subset(NamedTuple):
+    """A neuron mask ``keep`` (N,) bool and its sup error (``exact`` False: lower estimate)."""
+
+    keep: np.ndarray
+    error: float
+    exact: bool
+
+
+class MilpSubset(NamedTuple):
+    """MILP optimum: ``lower`` = optimum on the final cut set (<= every subset's sup error),
+    ``subset`` = its minimiser with EXACT error; ``optimal`` when ``subset.error`` meets ``lower``.
+    """
+
+    lower: float
+    subset: Subset
+    optimal: bool
+    rounds: int
+
+
+def _pool64(pool: Pool) -> Pool:
+    return Pool(np.asarray(pool.w, np.float64), np.asarray(pool.alpha, np.float64))
+
+
+def _check_2d(w_star: object, pool: Pool) -> np.ndarray:
+    w_star = np.asarray(w_star, np.float64)
+    check_shape(w_star, (2,), "w_star (d = 2 only)")
+    check_shape(pool.w, (None, 2), "pool.w")
+    check_shape(pool.alpha, (pool.w.shape[0],), "pool.alpha")
+    return w_star
+
+
+def subset_errors_2d(w_star: object, pool: Pool, keep: object,
+                     output_relu: bool = False) -> np.ndarray:
+    """EXACT sup errors of a batch of neuron masks ``keep`` (B, N), d = 2."""
+    w_star = _check_2d(w_star, pool)
+    keep = np.asarray(keep, bool)
+    check_shape(keep, (None, pool.w.shape[0]), "keep")
+    p = _pool64(pool)
+    with jax.enable_x64(True):
+        return sup_error_2d_batch(w_star, p.w, keep * p.alpha, output_relu)
+
+
+def _best(w_star: np.ndarray, pool: Pool, keep: np.ndarray, output_relu: bool) -> Subset:
+    errors = subset_errors_2d(w_star, pool, keep, output_relu)
+    i = int(np.argmin(errors))
+    return Subset(keep[i], float(errors[i]), True)
+
+
+def random_subsets_2d(key: Array, w_star: object, pool: Pool, n_subsets: int,
+                      output_relu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``n_subsets`` uniformly random masks (n_subsets, N) and their EXACT errors, d = 2."""
+    check_int(n_subsets, "n_subsets", low=1)
+    n = pool.w.shape[0]
+    keep = np.asarray(jax.random.bernoulli(key, 0.5, (n_subsets, bucket(n))))[:, :n]
+    return keep, subset_errors_2d(w_star, pool, keep, output_relu)
+
+
+def brute_force_2d(w_star: object, pool: Pool, output_relu: bool = False) -> Subset:
+    """EXACT best subset by enumerating all 2^N masks (d = 2, N <= 16): the tests' reference."""
+    n = check_int(pool.w.shape[0], "pool size N", low=1, high=_BRUTE_FORCE_MAX)
+    keep = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
+    return _best(_check_2d(w_star, pool), pool, keep, output_relu)
+
+
+def local_search_2d(w_star: object, pool: Pool, start: object | None = None,
+                    output_relu: bool = False, steps: int | None = None) -> Subset:
+    """Single-flip local search on the EXACT sup error, d = 2 (greedy when ``start`` is empty).
+
+    Each step flips the one unit that lowers the error most, and stops at a local optimum.
+    """
+    w_star = _check_2d(w_star, pool)
+    n = pool.w.shape[0]
+    steps = 2 * n if steps is None else check_int(steps, "steps", low=1)
+    keep = np.zeros(n, bool) if start is None else np.asarray(start, bool)
+    check_shape(keep, (n,), "start")
+    error = float(subset_errors_2d(w_star, pool, keep[None], output_relu)[0])
+    flips = np.eye(n, dtype=bool)
+    for _ in range(steps):  # host loop: each step is one batched exact evaluation
+        candidates = keep[None] ^ flips
+        errors = subset_errors_2d(w_star, pool, candidates, output_relu)
+        i = int(np.argmin(errors))
+        if errors[i] >= error:
+            break
+        keep, error = candidates[i], float(errors[i])
+    return Subset(keep, error, True)
+
+
+def rounded_subset(key: Array, w_star: object, pool: Pool, s: object,
+                   output_relu: bool = False, n_random: int = 16) -> Subset:
+    """Round a relaxed solution ``s`` in [0,1]^N: threshold 1/2 and ``n_random`` Bernoulli(s).
+
+    The best candidate's error is EXACT in d = 2 (an upper bound on the best subset's error),
+    a lower estimate in d > 2.
+    """
+    w_star = np.asarray(w_star, np.float64)
+    s = np.clip(np.asarray(s, np.float64), 0.0, 1.0)
+    check_shape(s, (pool.w.shape[0],), "s")
+    check_int(n_random, "n_random", low=0)
+    key, sub = jax.random.split(key)
+    random = np.asarray(jax.random.uniform(sub, (n_random, bucket(s.shape[0]))))[:, :s.size] < s
+    keep = np.concatenate([(s > 0.5)[None], random])
+    if w_star.shape[0] == 2:
+        return _best(w_star, pool, keep, output_relu)
+    p = _pool64(pool)
+    with jax.enable_x64(True):
+        errors = [sup_error(k, w_star, neuron_net(p, m), output_relu).value
+                  for k, m in zip(jax.random.split(key, keep.shape[0]), keep, strict=True)]
+    i = int(np.argmin(errors))
+    return Subset(keep[i], float(errors[i]), False)
+
+
+def milp_subset_2d(w_star: object, pool: Pool, cuts: CuttingPlanes | None = None,
+                   time_limit: float = 60.0) -> MilpSubset:
+    """EXACT best neuron subset (no output ReLU) by MILP with cutting planes, d = 2 (SPEC 4).
+
+    ``min t`` over ``s in {0,1}^N`` with ``|f(x_k) - A_k s| <= t`` on a cut set; the minimiser's
+    exact worst points are added until its exact sup error meets the MILP value, which then is
+    a lower bound on every subset's error, so the minimiser is optimal. Practical to N ~ 32.
+    ``lower`` is HiGHS's MILP bound (solver tolerances, not re-certified like the LP bounds).
+    """
+    cuts = CuttingPlanes() if cuts is None else cuts
+    w_star = _check_2d(w_star, pool)
+    n = pool.w.shape[0]
+    points = initial_points(jax.random.key(0), w_star, pool, cuts.initial_points)
+    cost = np.zeros(n + 1)
+    cost[-1] = 1.0
+    integrality = np.concatenate([np.ones(n), [0]])
+    lower, keep, error, rounds = 0.0, np.zeros(n, bool), np.inf, 0
+    with jax.enable_x64(True):
+        p = _pool64(pool)
+        while rounds < cuts.max_rounds:
+            rounds += 1
+            a = features(pool, points)
+            f = np.maximum(points @ w_star, 0.0)
+            ones = np.ones((a.shape[0], 1))
+            rows = LinearConstraint(np.block([[a, -ones], [-a, -ones]]), -np.inf,
+                                    np.concatenate([f, -f]))
+            res = milp(cost, integrality=integrality, constraints=rows,
+                       bounds=(np.zeros(n + 1), np.concatenate([np.ones(n), [np.inf]])),
+                       options={"mip_rel_gap": 0.0, "time_limit": time_limit})
+            if res.x is None:
+                raise RuntimeError(f"HiGHS MILP failed: {res.message}")
+            bound = res.fun if res.status == 0 else getattr(res, "mip_dual_bound", 0.0)
+            lower = max(lower, float(bound))
+            keep = np.round(res.x[:n]).astype(bool)
+            worst = worst_points(jax.random.key(0), w_star, neuron_net(p, keep), False,
+                                 max(cuts.points_per_round, n))
+            values = worst.values
+            error = float(values[0])
+            if error <= lower * (1.0 + cuts.rtol) + cuts.atol:
+                break
+            points = np.concatenate([points, np.asarray(worst.points)[values > res.fun]])
+    return MilpSubset(lower, Subset(keep, error, True),
+                      error <= lower * (1.0 + cuts.rtol) + cuts.atol, rounds)

@@ -1,0 +1,238 @@
+"""The exponential-gap sweep: required width per arm, per target and per eps (SPEC 4).
+
+One seed = one target ``w*`` and one nested pool. Each arm produces a curve of error bounds
+against the width ``N_h`` (the first ``N_h`` units of the pool), and the required width for
+a tolerance ``eps`` is read off the curve:
+
+* neuron arm, LOWER bound: ``N_h(eps) >= 1 + max{N : LB(N) > eps}`` over the widths tried.
+  Valid because the best error is non-increasing in ``N`` (nested pools): ``LB(N) > eps``
+  rules out every width ``<= N``. Past the largest width tried the bound is censored (it
+  still holds, it is just not tight).
+* neuron arm, rounded subset: an achievable width (CERTIFIED UPPER bound in d = 2).
+* weight arm, UPPER bound: the smallest ``N`` whose Pensia certificate is ``<= eps``.
+
+Quantiles over seeds keep the guarantees, because an order statistic is monotone in every
+entry: the median of per-seed lower bounds is a lower bound on the median required width.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prune_jax.slth._checks import check_int, check_open_unit
+from prune_jax.slth.networks import (
+    Pool,
+    WeightMask,
+    pool_prefix,
+    sample_pool,
+    sample_target,
+    weight_net,
+)
+from prune_jax.slth.neuron_lp import (
+    CuttingPlanes,
+    neuron_lp_bound,
+    neuron_lp_bound_output_relu,
+)
+from prune_jax.slth.neuron_subsets import rounded_subset
+from prune_jax.slth.pensia import (
+    PensiaTable,
+    pensia_certificate,
+    pensia_network,
+    pensia_table,
+)
+from prune_jax.slth.supermask import SupermaskSearch, train_supermask
+from prune_jax.slth.supnorm import sup_error
+from prune_jax.tree import Array
+
+__all__ = [
+    "NeuronCurve",
+    "Problem",
+    "Quantiles",
+    "WeightCurve",
+    "geometric_widths",
+    "linear_slope",
+    "loglog_slope",
+    "lower_bound_width",
+    "make_problem",
+    "neuron_curve",
+    "quantiles",
+    "supermask_error",
+    "upper_bound_width",
+    "weight_curve",
+    "weight_network_error",
+]
+
+
+class Problem(NamedTuple):
+    """One seed of the sweep: target ``w_star`` (d,) and a nested ``pool`` (float64)."""
+
+    w_star: np.ndarray
+    pool: Pool
+
+
+class NeuronCurve(NamedTuple):
+    """Neuron arm over ``widths``: CERTIFIED ``lower`` bounds and ``rounded`` subset errors.
+
+    ``rounded_exact`` is True in d = 2 (then ``rounded`` are achievable errors).
+    """
+
+    widths: np.ndarray
+    lower: np.ndarray
+    rounded: np.ndarray
+    rounded_exact: bool
+    output_relu: bool
+
+
+class WeightCurve(NamedTuple):
+    """Weight arm: the CERTIFIED ``certificate[N]`` for ``N = 0..P`` (inf past the table)."""
+
+    certificate: np.ndarray
+    table: PensiaTable
+
+
+class Quantiles(NamedTuple):
+    """Median and 90th percentile over seeds (order statistics; ``inf`` = not reached)."""
+
+    median: float
+    p90: float
+
+
+def geometric_widths(max_width: int, first: int = 2, factor: float = 2**0.5) -> np.ndarray:
+    """Distinct rounded widths ``first, first*factor, ...`` up to and including ``max_width``."""
+    check_int(first, "first", low=1)
+    max_width = check_int(max_width, "max_width", low=first)
+    if factor <= 1.0:
+        raise ValueError(f"factor must be > 1, got {factor}")
+    n = int(np.floor(np.log(max_width / first) / np.log(factor) + 1e-9)) + 1
+    widths = np.unique(np.round(first * factor ** np.arange(n)).astype(int))
+    return np.unique(np.append(widths[widths <= max_width], max_width))
+
+
+def make_problem(key: Array, d: int, pool_size: int) -> Problem:
+    """Target uniform on the sphere and a float64 pool of ``pool_size`` units (SPEC 4)."""
+    key_target, key_pool = jax.random.split(key)
+    with jax.enable_x64(True):
+        w_star = sample_target(key_target, d)
+        pool = sample_pool(key_pool, d, pool_size)
+        return Problem(np.asarray(w_star), Pool(np.asarray(pool.w), np.asarray(pool.alpha)))
+
+
+def neuron_curve(key: Array, problem: Problem, widths: object, output_relu: bool = False,
+                 cuts: CuttingPlanes | None = None, n_random: int = 8) -> NeuronCurve:
+    """Neuron-arm LP lower bounds and rounded subsets at every width of ``widths`` (SPEC 4).
+
+    In d > 2 the cut set of one width seeds the next (in d = 2 the kinks seed every width).
+    """
+    widths = np.asarray(widths, int)
+    if widths.ndim != 1 or widths.size == 0 or np.any(np.diff(widths) <= 0) or widths[0] < 1:
+        raise ValueError(f"widths must be a non-empty increasing sequence of sizes >= 1, "
+                         f"got {widths}")
+    if widths[-1] > problem.pool.w.shape[0]:
+        raise ValueError(f"widths go up to {widths[-1]} but the pool has "
+                         f"{problem.pool.w.shape[0]} units")
+    bound = neuron_lp_bound_output_relu if output_relu else neuron_lp_bound
+    d = problem.w_star.shape[0]
+    lower, rounded, points = [], [], None
+    for n in widths:
+        key, k_lp, k_round = jax.random.split(key, 3)
+        pool = pool_prefix(problem.pool, int(n))
+        lp = bound(k_lp, problem.w_star, pool, cuts, points)
+        points = lp.points if d > 2 else None
+        lower.append(lp.lower)
+        rounded.append(rounded_subset(k_round, problem.w_star, pool, lp.s, output_relu,
+                                      n_random).error)
+    return NeuronCurve(widths, np.asarray(lower), np.asarray(rounded), d == 2, output_relu)
+
+
+def weight_curve(problem: Problem, max_items: int = 28) -> WeightCurve:
+    """Weight-arm certificate for every width of the pool (Pensia construction, SPEC 4)."""
+    table = pensia_table(problem.w_star, problem.pool, max_items)
+    return WeightCurve(pensia_certificate(table), table)
+
+
+def weight_network_error(key: Array, problem: Problem, curve: WeightCurve,
+                         width: int) -> tuple[float, float, bool]:
+    """``(measured sup error, certificate, exact)`` of the constructed weight-pruned network.
+
+    The measured error is EXACT in d = 2 and a lower estimate in d > 2; it must never exceed
+    the certificate.
+    """
+    built = pensia_network(curve.table, width)
+    net = weight_net(pool_prefix(problem.pool, width), built.mask)
+    with jax.enable_x64(True):
+        err = sup_error(key, problem.w_star, net, True)
+    return err.value, built.certificate, err.exact
+
+
+def supermask_error(key: Array, problem: Problem, width: int,
+                    search: SupermaskSearch) -> tuple[float, bool]:
+    """Sup error (and whether exact) of a trained supermask over the first ``width`` units.
+
+    ILLUSTRATION of a practical algorithm (SPEC 4); it bounds nothing.
+    """
+    key_train, key_eval = jax.random.split(key)
+    pool = pool_prefix(problem.pool, width)
+    with jax.enable_x64(True):
+        mask = train_supermask(key_train, jnp.asarray(problem.w_star),
+                               Pool(jnp.asarray(pool.w), jnp.asarray(pool.alpha)), search).mask
+    mask = WeightMask(np.asarray(mask.hidden), np.asarray(mask.output))
+    with jax.enable_x64(True):
+        err = sup_error(key_eval, problem.w_star, weight_net(pool, mask), search.output_relu)
+    return err.value, err.exact
+
+
+def lower_bound_width(widths: object, lower: object, eps: float) -> tuple[int, bool]:
+    """CERTIFIED lower bound on the required width: ``(1 + max{N : LB(N) > eps}, censored)``.
+
+    ``censored`` is True when even the largest width tried has ``LB > eps`` (the bound is then
+    ``largest + 1`` and holds, but the true requirement may be far larger).
+    """
+    check_open_unit(eps, "eps")
+    widths, lower = np.asarray(widths), np.asarray(lower)
+    above = np.flatnonzero(lower > eps)
+    if above.size == 0:
+        return 1, False
+    return int(widths[above[-1]]) + 1, bool(above[-1] == widths.size - 1)
+
+
+def upper_bound_width(widths: object, errors: object, eps: float) -> int | None:
+    """Smallest width whose (achievable) error is ``<= eps``; None when none of them reaches it."""
+    check_open_unit(eps, "eps")
+    widths, errors = np.asarray(widths), np.asarray(errors)
+    hit = np.flatnonzero(errors <= eps)
+    return int(widths[hit[0]]) if hit.size else None
+
+
+def quantiles(values: object) -> Quantiles:
+    """Median and 90th percentile as order statistics (``inf``/None entries = not reached)."""
+    v = np.asarray([np.inf if x is None else x for x in np.ravel(values)], np.float64)
+    if v.size == 0:
+        raise ValueError("values must not be empty")
+    return Quantiles(float(np.quantile(v, 0.5, method="higher")),
+                     float(np.quantile(v, 0.9, method="higher")))
+
+
+def loglog_slope(x: object, y: object) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` over the finite positive pairs.
+
+    ``nan`` when fewer than two pairs are usable. A slope of 1 against ``1/eps`` is the
+    ``1/eps`` rate; a slope near 0 is logarithmic growth.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+
+
+def linear_slope(x: object, y: object) -> float:
+    """Least-squares slope of ``y`` against ``x`` over the finite pairs (``nan`` if < 2)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(x[ok], y[ok], 1)[0])
