@@ -49,11 +49,36 @@ def num_cores() -> int:
         return os.cpu_count() or 1
 
 
-def set_torch_threads() -> int:
-    """Give torch as many intra-op threads as XLA's CPU backend uses (all cores); return it."""
-    n = num_cores()
+_THREADS: list[int] = []
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Give XLA's CPU backend and torch the same number of threads; return it.
+
+    ``None``: all cores (both libraries' default on this machine). Fewer: XLA sizes its
+    thread pool from the CPU affinity mask when its backend starts, so the mask is narrowed
+    to ``threads`` cores while the backend starts and then restored (the process is not
+    pinned; the operating system may still move its threads between cores); torch gets
+    ``torch.set_num_threads(threads)``. Call before the first JAX computation.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    n = len(allowed) if threads is None else max(1, min(int(threads), len(allowed)))
+    if n < len(allowed):
+        os.sched_setaffinity(0, set(allowed[:n]))
+        try:
+            jax.devices()
+        finally:
+            os.sched_setaffinity(0, set(allowed))
+    else:
+        jax.devices()
     torch.set_num_threads(n)
+    _THREADS[:] = [n]
     return n
+
+
+def set_torch_threads() -> int:
+    """Both libraries on all cores (see :func:`configure_threads`)."""
+    return configure_threads(None)
 
 
 def cpu_model() -> str:
@@ -77,8 +102,9 @@ def machine_header() -> str:
     """One line describing the machine, the versions and the current load."""
     dev = jax.devices()[0]
     return (f"device: {dev.platform} ({dev.device_kind}), CPU {cpu_model()}, {num_cores()} cores; "
-            f"jax {jax.__version__}, torch {torch.__version__} "
-            f"(torch threads {torch.get_num_threads()}); load average {load_average()}")
+            f"jax {jax.__version__}, torch {torch.__version__}"
+            f"; threads: XLA {_THREADS[0] if _THREADS else num_cores()}, torch "
+            f"{torch.get_num_threads()}; load average {load_average()}")
 
 
 # --------------------------------------------------------------------------- timing

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench_models import (
     Twin,
+    configure_threads,
     fmt_ms,
     interleaved,
     load_average,
@@ -56,7 +57,6 @@ from _bench_models import (
     median,
     paired_ratio,
     print_table,
-    set_torch_threads,
     synthetic_data,
     torch_grad,
     torch_hvp,
@@ -180,6 +180,8 @@ def report(twin: Twin, batch_size: int, res: dict[str, Any]) -> list[str]:
          TORCH_GOALS[0], False),
         ("speed-up: torch amortised / prune_jax amortised",
          r("torch HVP amortised", "prune_jax hvp_operator amortised"), TORCH_GOALS[1], False),
+        ("speed-up: torch amortised / inline linearized",
+         r("torch HVP amortised", "inline linearized"), None, False),
     ]
     ratio_rows = [[name, f"{value:.3f}", verdict(value, goal, upper)]
                   for name, value, goal, upper in specs]
@@ -201,8 +203,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mlp-sizes", default="784,512,256,10", help="input,hidden...,classes")
     ap.add_argument("--cnn-channels", default="32,64,128")
     ap.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both XLA and torch (default: all cores)")
     args = ap.parse_args(argv)
-    set_torch_threads()
+    configure_threads(args.threads)
     print(machine_header())
     verdicts: list[str] = []
     models = args.models.split(",")

@@ -31,7 +31,7 @@ import prune_jax  # noqa: E402
 # -- project -----------------------------------------------------------------------------------
 project = "prune_jax"
 author = "prune_jax contributors"
-copyright = "prune_jax contributors"  # noqa: A001
+copyright = "prune_jax contributors"
 release = prune_jax.__version__
 version = release
 
@@ -77,6 +77,14 @@ autodoc_type_aliases = {
     "Scope": "prune_jax.sparsity.Scope",
     "Policy": "prune_jax.sparsity.Policy",
 }
+
+try:  # Sphinx renders an alias nested in a union as "TypeAliasForwardRef('...')": show its name
+    from sphinx.util.inspect import TypeAliasForwardRef
+
+    TypeAliasForwardRef.__repr__ = lambda self: str(self.name)
+except ImportError:  # pragma: no cover - a Sphinx without the class needs no patch
+    pass
+
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False

@@ -56,8 +56,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             default = None
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
+        shown = str(default) if isinstance(default, Path) else repr(default)
         kwargs: dict[str, Any] = {"default": default, "dest": f.name,
-                                  "help": f"{help_text} (default: {default!r})"}
+                                  "help": f"{help_text} (default: {shown})"}
         choices = f.metadata.get("choices")
         if choices:
             kwargs["choices"] = choices
@@ -89,7 +90,9 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``prune-jax`` parser; only ``command``'s module is imported to add its flags."""
-    parser = argparse.ArgumentParser(prog="prune-jax", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="prune-jax", description="prune_jax: predict and study neural-network pruning "
+        "(Hessian spectra, pruning limits, PQ Index / SAP, structured vs unstructured).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -3,6 +3,11 @@
 Every function takes plain results (arrays, result objects) and returns a
 ``matplotlib.figure.Figure``; :func:`save` writes it as PNG. Nothing here computes science:
 densities come from :meth:`SpectralQuadrature.density`, curves from the pipelines.
+
+Figures are built as ``Figure`` objects, not through ``pyplot``, so importing this module
+never changes the matplotlib backend (notebooks keep inline display; headless runs need no
+display) and figures are never kept alive by pyplot's global registry. This module imports
+no other prune_jax module, so the pipelines in :mod:`prune_jax.experiments` may use it.
 """
 
 from __future__ import annotations
@@ -11,10 +16,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -27,7 +28,6 @@ def save(fig: Figure, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -49,14 +49,15 @@ def spectral_density(spectrum: Any, *, top_eigenvalues: Sequence[float] | None =
     grid = np.linspace(lo - pad, hi + pad, num_points)
     sigma = sigma if sigma is not None else (hi - lo + 1e-12) / 200
     density = np.asarray(spectrum.density(grid, sigma))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.semilogy(grid, np.maximum(density, 1e-12), label=f"SLQ density (sigma={sigma:.2g})")
     if exact_eigenvalues is not None:
         ax.hist(np.asarray(exact_eigenvalues), bins=200, density=True, alpha=0.4,
                 label="exact eigenvalues (histogram)")
     ax.plot(nodes.ravel(), np.full(nodes.size, 1e-12 * 10), "|", color="k", alpha=0.3,
             label="Ritz nodes")
-    for i, lam in enumerate(top_eigenvalues or []):
+    for i, lam in enumerate([] if top_eigenvalues is None else list(top_eigenvalues)):
         ax.axvline(lam, ls="--", color="C3", alpha=0.6, label="top eigenvalues" if i == 0 else None)
     ax.set_ylim(bottom=1e-11)
     ax.set_xlabel("eigenvalue")
@@ -72,7 +73,8 @@ def accuracy_vs_sparsity(sparsity: np.ndarray, accuracy: np.ndarray, *,
                          title: str = "Global one-shot magnitude pruning (no fine-tuning)"
                          ) -> Figure:
     """Test accuracy (and loss) against sparsity with predicted/actual limits drawn."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(sparsity, accuracy, "o-", ms=3, label="test accuracy")
     if dense_accuracy is not None:
         ax.axhline(dense_accuracy, color="gray", ls=":", label="dense accuracy")
@@ -95,7 +97,8 @@ def fixed_point(curve_sparsity: np.ndarray, curve_width: np.ndarray, solution: f
                 trace_bound: np.ndarray | None = None,
                 title: str = "Fixed point s = w(P(s))^2 / D") -> Figure:
     """The fixed-point crossing of SPEC 2.3: s against the width fraction F(R(s))."""
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     ax.plot(curve_sparsity, curve_width, label="width fraction F(R(s))")
     if trace_bound is not None:
         ax.plot(curve_sparsity, trace_bound, ls=":", label="trace lower bound")
@@ -115,7 +118,8 @@ def iterative_trajectories(records: Mapping[str, Sequence[Mapping[str, float]]],
     """Paper-style panels (PQI paper Figs. 2-4): accuracy, remaining weights and PQI per
     iteration for each method (``records[method] = [{"iteration", "density", "accuracy",
     "pruned_accuracy", "pqi"}, ...]``)."""
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig = Figure(figsize=(17, 3.8))
+    axes = fig.subplots(1, 4)
     for i, (name, recs) in enumerate(records.items()):
         it = [r["iteration"] for r in recs]
         c = f"C{i}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 from contextlib import contextmanager
+from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import directives
@@ -68,7 +69,7 @@ class CliHelp(SphinxDirective):
 
     optional_arguments = 1
     has_content = False
-    option_spec = {"width": directives.positive_int}
+    option_spec: ClassVar[dict[str, Any]] = {"width": directives.positive_int}
 
     def run(self) -> list[nodes.Node]:
         command = self.arguments[0] if self.arguments else None

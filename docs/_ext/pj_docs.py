@@ -14,10 +14,17 @@
    the docstring "Alias for field number N"; the fields are documented by each class's
    ``Attributes:`` section instead, so the aliases are skipped.
 
-3. **Pages that include files written by other parts of the project.** ``benchmarks.md``
+3. ``pj-rest-of``: documents the names of a subpackage's ``__all__`` that the top level does
+   not re-export, so that new names cannot be forgotten.
+
+4. **Pages that include files written by other parts of the project.** ``benchmarks.md``
    includes ``benchmarks/RESULTS.md`` and the index lists ``gap.md``. While such a file does
    not exist yet, the page shows a note instead of failing the build; once it exists, the
    page includes it unchanged.
+
+5. **Links inside included files.** ``benchmarks/RESULTS.md`` links relative to itself (so
+   that it reads well on GitHub); on inclusion, such links are rewritten relative to the
+   including page: pages stay page links, other existing files become download links.
 """
 
 from __future__ import annotations
@@ -25,14 +32,17 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from docutils import nodes
+from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import make_refnode
 
 logger = logging.getLogger(__name__)
@@ -88,15 +98,32 @@ def _documented(env: BuildEnvironment) -> dict[Any, tuple[str, str, str]]:
     return table
 
 
-def _candidates(target: str, modname: str | None, clsname: str | None) -> list[str]:
+def _docstring_owner(node: nodes.Element) -> str | None:
+    """``pkg.mod.func`` for a node from "<file>:docstring of pkg.mod.func" (autodoc sources)."""
+    parent: nodes.Node | None = node
+    while parent is not None:
+        source = getattr(parent, "source", None)
+        if source and "docstring of " in source:
+            return source.rsplit("docstring of ", 1)[1].strip()
+        parent = parent.parent
+    return None
+
+
+def _candidates(target: str, modname: str | None, clsname: str | None,
+                owner: str | None = None) -> list[str]:
+    """Where ``target`` may live: the directive's context, then the docstring's own module
+    (``:func:`helper``` in ``pkg.mod.func``'s docstring means ``pkg.mod.helper``)."""
     target = target.lstrip(".~")
     out = []
     if modname:
         if clsname:
             out.append(f"{modname}.{clsname}.{target}")
         out.append(f"{modname}.{target}")
+    if owner:
+        parts = owner.split(".")
+        out.extend(".".join([*parts[:i], target]) for i in range(len(parts), 0, -1))
     out.append(target)
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _by_suffix(env: BuildEnvironment, target: str, reftype: str) -> tuple[str, str, str] | None:
@@ -117,10 +144,11 @@ def resolve_alias(app: Sphinx, env: BuildEnvironment, node: nodes.Element,
         return None
     target = node.get("reftarget", "")
     modname, clsname = node.get("py:module"), node.get("py:class")
+    owner = _docstring_owner(node)
     hit = None
     if node.get("reftype") != "mod":
         table = _documented(env)
-        for cand in _candidates(target, modname, clsname):
+        for cand in _candidates(target, modname, clsname, owner):
             found, obj = import_dotted(cand)
             if found and _identity(obj) in table:
                 hit = table[_identity(obj)]
@@ -128,24 +156,25 @@ def resolve_alias(app: Sphinx, env: BuildEnvironment, node: nodes.Element,
     if hit is None:
         hit = _by_suffix(env, target, node.get("reftype"))
     if hit is None:
-        _record_unresolved(env, node, target, modname, clsname)
+        _record_unresolved(env, node, target, modname, clsname, owner)
         return None
     _, docname, node_id = hit
     return make_refnode(app.builder, node.get("refdoc", ""), docname, node_id, contnode)
 
 
 def _record_unresolved(env: BuildEnvironment, node: nodes.Element, target: str,
-                       modname: str | None, clsname: str | None) -> None:
+                       modname: str | None, clsname: str | None, owner: str | None) -> None:
     """Remember a reference into prune_jax that resolves to nothing documented."""
     in_package = False
-    for cand in _candidates(target, modname, clsname):
+    for cand in _candidates(target, modname, clsname, owner):
         found, obj = import_dotted(cand)
         if found:
             home = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
             in_package = str(home or "").startswith("prune_jax")
             break
     if not (target.lstrip(".~").startswith("prune_jax") or in_package
-            or (node.get("reftype") in {"meth", "mod"} and (modname or "").startswith("prune_jax"))):
+            or (node.get("reftype") in {"meth", "mod"}
+                and (modname or "").startswith("prune_jax"))):
         return
     source, line = None, None
     parent: nodes.Node | None = node
@@ -217,6 +246,93 @@ def optional_sources(app: Sphinx, docname: str, source: list[str]) -> None:
     source[0] = text
 
 
+# --------------------------------------------------------------------------- pj-rest-of
+
+class RestOf(SphinxDirective):
+    """``.. pj-rest-of:: prune_jax.curvature``: autodoc every name of that subpackage's
+    ``__all__`` that ``prune_jax.__all__`` does not re-export (those are documented under
+    ``prune_jax.<name>`` by hand, grouped by topic) and that is not documented yet (earlier on
+    the same page, say). Put it last on a page: names added to a subpackage then appear in the
+    reference without editing the docs. ``:exclude:`` lists names documented by hand later;
+    ``:rubric:`` is a heading shown only when there is something to document."""
+
+    required_arguments = 1
+    option_spec: ClassVar[dict[str, Any]] = {"exclude": directives.unchanged,
+                                             "rubric": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        import prune_jax
+
+        modname = self.arguments[0]
+        module = importlib.import_module(modname)
+        self.env.note_dependency(module.__file__)
+        exclude = {n.strip() for n in self.options.get("exclude", "").split(",") if n.strip()}
+        # Documented so far (this page included), by name and, under this module, by identity
+        # (``prune_jax.slth.forward`` is documented as ``prune_jax.slth.networks.forward``).
+        documented = self.env.get_domain("py").objects
+        seen = {_identity(obj) for found, obj in
+                (import_dotted(n) for n in documented if n.startswith(modname + "."))
+                if found and not isinstance(obj, (int, float, str, bool, type(None)))}
+        lines = []
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            if (name in prune_jax.__all__ or name in exclude
+                    or f"{modname}.{name}" in documented or _identity(obj) in seen):
+                continue
+            if inspect.isclass(obj):
+                kind = "autoclass"
+            elif callable(obj):
+                kind = "autofunction"
+            else:
+                kind = "autodata"
+            lines.append(f".. {kind}:: {modname}.{name}")
+            if kind == "autodata":
+                lines.append("   :no-value:")
+            lines.append("")
+        if not lines:
+            return []
+        out: list[nodes.Node] = []
+        if "rubric" in self.options:
+            out.append(nodes.rubric(text=self.options["rubric"]))
+        return out + self.parse_text_to_nodes("\n".join(lines))
+
+
+LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)(?P<title>\s+\"[^\"]*\")?\)")
+URL_LIKE = re.compile(r"^([a-z][a-z0-9+.-]*:|#|/|\{)", re.IGNORECASE)
+
+
+def rewrite_included_links(app: Sphinx, relative_path: Path, parent_docname: str,
+                           content: list[str]) -> None:
+    """Links of an included Markdown file are written relative to *that* file (so they work
+    on GitHub, e.g. ``[bench_hvp.py](bench_hvp.py)`` in ``benchmarks/RESULTS.md``). Rewrite
+    them relative to the including page: documentation pages become page links, other files
+    that exist become download links (``path:``), anything else is left alone (and warns)."""
+    srcdir = Path(app.srcdir).resolve()
+    included = (srcdir / relative_path).resolve()
+    parents = [d for d in app.env.found_docs if Path(d).name == parent_docname]
+    base = (srcdir / Path(parents[0]).parent) if len(parents) == 1 else srcdir
+    suffixes = tuple(app.config.source_suffix)
+
+    def fix(m: re.Match[str]) -> str:
+        target = m.group("target")
+        if URL_LIKE.match(target):
+            return m.group(0)
+        path, _, anchor = target.partition("#")
+        resolved = (included.parent / path).resolve()
+        if not resolved.exists():
+            return m.group(0)
+        rel = os.path.relpath(resolved, base)
+        if resolved.is_relative_to(srcdir) and resolved.suffix in suffixes:
+            new = rel + (f"#{anchor}" if anchor else "")
+        else:
+            new = f"path:{rel}"
+        return f"[{m.group('text')}]({new}{m.group('title') or ''})"
+
+    parts = re.split(r"(^```.*?^```)", content[0], flags=re.MULTILINE | re.DOTALL)
+    content[0] = "".join(part if part.startswith("```") else LINK.sub(fix, part)
+                         for part in parts)
+
+
 def setup(app: Sphinx) -> dict[str, object]:
     app.add_config_value("pj_optional_pages", ["gap"], "env")
     app.connect("missing-reference", resolve_alias)
@@ -224,5 +340,7 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.connect("build-finished", _write_unresolved)
     app.connect("autodoc-skip-member", skip_namedtuple_fields)
     app.connect("source-read", optional_sources)
+    app.connect("include-read", rewrite_included_links)
+    app.add_directive("pj-rest-of", RestOf)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True,
             "env_version": 1}

@@ -6,6 +6,7 @@ compiled routines as jit arguments. Core math: imports :mod:`prune_jax.tree` onl
 
 from __future__ import annotations
 
+from prune_jax.curvature.distributed import sharded_dataset_hvp, sharded_hvp_operator
 from prune_jax.curvature.hvp import dataset_hvp, hvp, hvp_operator
 from prune_jax.curvature.lanczos import (
     LanczosResult,
@@ -46,6 +47,8 @@ __all__ = [
     "hvp",
     "hvp_operator",
     "lanczos",
+    "sharded_dataset_hvp",
+    "sharded_hvp_operator",
     "slq",
     "slq_zero_mass",
     "top_eigenvalues",

@@ -165,7 +165,12 @@ def flat_operator(matvec: Partial, unravel: Callable[[Array], PyTree],
 
 
 def map_chunked(f: Callable[[Array], Any], xs: Array, batch_size: int) -> Any:
-    """``vmap`` of ``f`` over ``xs``, chunked with ``lax.map`` when ``batch_size < len(xs)``."""
-    if batch_size >= xs.shape[0]:
+    """``vmap`` of ``f`` over ``xs``, chunked with ``lax.map`` when ``batch_size < len(xs)``.
+
+    ``batch_size == 1`` is a plain ``lax.map`` (one element at a time, no ``vmap``).
+    """
+    if batch_size >= xs.shape[0] and batch_size > 1:
         return jax.vmap(f)(xs)
+    if batch_size == 1:  # a plain loop: no vmap (host-offloaded Lanczos bases need that)
+        return jax.lax.map(f, xs)
     return jax.lax.map(f, xs, batch_size=batch_size)

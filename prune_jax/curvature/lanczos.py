@@ -10,11 +10,13 @@ accelerators whose default float32 matmul passes (TF32, bf16) are less precise.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from jax.tree_util import Partial
 
 from prune_jax.curvature._checks import (
@@ -25,9 +27,9 @@ from prune_jax.curvature._checks import (
     check_key,
     check_operator_output,
     check_tree,
-    flat_operator,
     is_concrete,
 )
+from prune_jax.curvature._layout import HOST_MEMORY, FlatLayout, layout_operator, resolve_mesh
 from prune_jax.tree import Array, PyTree, ravel, tree_size
 
 __all__ = ["LanczosResult", "RitzDecomposition", "default_tol", "lanczos", "tridiagonal_eigh"]
@@ -89,57 +91,175 @@ def _safe_normalize(u: Array, norm: Array) -> Array:
     return u / jnp.where(norm > 0, norm, 1).astype(u.dtype)
 
 
-def lanczos_reorth(op: Any, x0: Array, key: Array, num_steps: int,
-                   tol: float) -> tuple[Array, Array, Array]:
-    """Flat Lanczos with full re-orthogonalisation; returns ``(alphas, betas, Q (m, D))``.
+OFFLOAD_BLOCK_ROWS = 8  # rows of a host-offloaded basis streamed to the device at a time
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceBasis:
+    """The ``(m + 1, D)`` Lanczos basis in device memory (split over the mesh of ``layout``).
+
+    Re-orthogonalisation is classical Gram-Schmidt against the whole preallocated basis (rows
+    not yet written are zero), two matrix-vector products per pass.
+    """
+
+    layout: FlatLayout
+
+    def init(self, rows: int, q0: Array) -> Array:
+        basis = jnp.zeros((rows, q0.shape[0]), q0.dtype).at[0].set(q0)
+        return self.layout.constrain(basis)
+
+    def row(self, basis: Array, i: Array) -> Array:
+        return basis[i]
+
+    def store(self, basis: Array, i: Array, q: Array) -> Array:
+        return self.layout.constrain(basis.at[i].set(q))
+
+    def orthogonalize(self, basis: Array, u: Array, last: Array) -> Array:
+        del last  # unused rows are zero
+        return _orthogonalize(basis, u)
+
+    def rows(self, num_steps: int) -> int:
+        return num_steps + 1
+
+
+def offload_block_rows(num_steps: int) -> int:
+    """Rows per streamed block of an offloaded basis: at most ``OFFLOAD_BLOCK_ROWS``, evened
+    out so that the host buffer exceeds ``m + 1`` rows by less than the number of blocks."""
+    num_blocks = -(-(num_steps + 1) // OFFLOAD_BLOCK_ROWS)
+    return -(-(num_steps + 1) // num_blocks)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostBasis:
+    """The Lanczos basis in host memory (memory kind ``pinned_host``), streamed in row blocks.
+
+    Every new vector is written to the host buffer (``dynamic_update_slice`` of a
+    host-memory array); re-orthogonalisation reads only the ``ceil((j + 1) / block)`` blocks
+    written so far, each moved to the device (``jax.device_put(..., Space.Device)``) and used
+    for both products of a block Gram-Schmidt pass (two passes, as on the device). Device
+    memory: ``block`` rows plus a few vectors. XLA's host-offload passes place the buffer in
+    host memory on GPU/TPU; on CPU the memory kinds are the same RAM (correct, no saving).
+    Not usable under ``jax.vmap`` (a batched slice of a host buffer is a gather, which XLA
+    does not run on host memory): probes run one after the other.
+    """
+
+    layout: FlatLayout
+    block: int = OFFLOAD_BLOCK_ROWS
+
+    @classmethod
+    def for_steps(cls, layout: FlatLayout, num_steps: int) -> HostBasis:
+        """The storage for ``num_steps`` steps, with :func:`offload_block_rows` rows a block."""
+        return cls(layout, offload_block_rows(num_steps))
+
+    def _to_host(self, x: Array) -> Array:
+        x = jax.device_put(x, jax.memory.Space.Host)
+        return self.layout.constrain(x, memory_kind=HOST_MEMORY)
+
+    def _to_device(self, x: Array) -> Array:
+        return self.layout.constrain(jax.device_put(x, jax.memory.Space.Device))
+
+    def rows(self, num_steps: int) -> int:
+        return -(-(num_steps + 1) // self.block) * self.block
+
+    def init(self, rows: int, q0: Array) -> Array:
+        basis = self._to_host(jnp.zeros((rows, q0.shape[0]), q0.dtype))
+        return self.store(basis, jnp.zeros((), jnp.int32), q0)
+
+    def row(self, basis: Array, i: Array) -> Array:
+        return self._to_device(jax.lax.dynamic_slice_in_dim(basis, i, 1, 0))[0]
+
+    def store(self, basis: Array, i: Array, q: Array) -> Array:
+        zero = jnp.zeros((), jnp.asarray(i).dtype)
+        return jax.lax.dynamic_update_slice(basis, self._to_host(q[None]), (i, zero))
+
+    def block_rows(self, basis: Array, b: Array) -> Array:
+        """Rows ``[b * block, (b + 1) * block)`` of the host basis, on the device."""
+        start = b * self.block
+        return self._to_device(jax.lax.dynamic_slice_in_dim(basis, start, self.block, 0))
+
+    def orthogonalize(self, basis: Array, u: Array, last: Array) -> Array:
+        num_blocks = last // self.block + 1
+
+        def one_pass(u: Array) -> Array:
+            def body(b: Array, u: Array) -> Array:
+                q = self.block_rows(basis, b)
+                return u - _dot(_dot(q, u), q)
+
+            return jax.lax.fori_loop(0, num_blocks, body, u)
+
+        return one_pass(one_pass(u))
+
+
+Basis = DeviceBasis | HostBasis
+
+
+def lanczos_reorth(op: Any, x0: Array, key: Array, num_steps: int, tol: float, *,
+                   layout: FlatLayout | None = None,
+                   storage: Basis | None = None) -> tuple[Array, Array, Array]:
+    """Flat Lanczos with full re-orthogonalisation; returns ``(alphas, betas, Q)``.
+
+    ``Q`` is the stored basis: ``(m, D_pad)`` on the device, or (``storage=HostBasis``) the
+    whole host buffer (``(rows, D_pad)``, rows past ``m`` zero). ``x0`` and ``op`` live in the
+    padded space of ``layout`` (default: one device, ``D_pad = D``); see ``_layout``.
 
     On breakdown (``beta_j <= tol * ||A||_est``) ``beta_j`` is set to 0 and the process goes
     on from a fresh random vector orthogonal to ``Q_j``, so ``Q_m`` stays orthonormal and
     ``Q_m^T A Q_m = T_m`` remains a valid (block-diagonal) Lanczos decomposition. The fresh
     vector at step ``j`` is the cyclic shift by ``j`` of one Gaussian vector drawn from ``key``
-    before the loop (the shifts of a Gaussian vector are linearly independent with
-    probability 1), so no random numbers are generated inside the loop.
+    before the loop (the shifts of a Gaussian vector are linearly independent with probability
+    1), so no random numbers are generated inside the loop. On a mesh each device shifts its
+    own block (``FlatLayout.shift``: no communication), so restart vectors, and results after
+    a breakdown, depend on the number of devices.
     """
-    dim, dtype = x0.shape[0], x0.dtype
-    basis = jnp.zeros((num_steps + 1, dim), dtype).at[0].set(x0 / jnp.linalg.norm(x0))
+    layout = FlatLayout.of(x0.shape[0], None) if layout is None else layout
+    storage = DeviceBasis(layout) if storage is None else storage
+    dtype = x0.dtype
+    x0 = layout.constrain(x0)
+    basis = storage.init(storage.rows(num_steps), x0 / jnp.linalg.norm(x0))
     zeros = jnp.zeros((num_steps,), dtype)
-    seed = jax.random.normal(key, (dim,), dtype)  # restart vectors: its cyclic shifts
+    seed = layout.pad(jax.random.normal(key, (layout.dim,), dtype))  # restarts: its shifts
 
     def step(j: Array, carry: tuple[Array, ...]) -> tuple[Array, ...]:
         basis, alphas, betas, anorm = carry
-        q = basis[j]
+        q = storage.row(basis, j)
         beta_prev = jnp.where(j > 0, betas[jnp.maximum(j - 1, 0)], 0).astype(dtype)
-        w = op(q)
+        w = layout.constrain(op(q))
         anorm = jnp.maximum(anorm, jnp.linalg.norm(w))
-        w = w - beta_prev * basis[jnp.maximum(j - 1, 0)]
+        w = w - beta_prev * storage.row(basis, jnp.maximum(j - 1, 0))
         alpha = _dot(q, w)
-        w = _orthogonalize(basis, w - alpha * q)
+        w = storage.orthogonalize(basis, w - alpha * q, j)
         beta = jnp.linalg.norm(w)
         broke = beta <= tol * anorm
 
         def restart() -> Array:
-            r = _orthogonalize(basis, jnp.roll(seed, j))
+            shifted = layout.shift(seed, j)
+            r = storage.orthogonalize(basis, shifted, j)
             return _safe_normalize(r, jnp.linalg.norm(r))
 
         q_next = jax.lax.cond(broke, restart, lambda: _safe_normalize(w, beta))
         beta = jnp.where(broke, 0, beta).astype(dtype)
-        return (basis.at[j + 1].set(q_next), alphas.at[j].set(alpha), betas.at[j].set(beta),
-                anorm)
+        return (storage.store(basis, j + 1, q_next), alphas.at[j].set(alpha),
+                betas.at[j].set(beta), anorm)
 
     init = (basis, zeros, zeros, jnp.zeros((), dtype))
     basis, alphas, betas, _ = jax.lax.fori_loop(0, num_steps, step, init)
+    if isinstance(storage, HostBasis):
+        return alphas, betas, basis
     return alphas, betas, basis[:num_steps]
 
 
-def lanczos_plain(op: Any, x0: Array, num_steps: int,
-                  tol: float) -> tuple[Array, Array, Array]:
+def lanczos_plain(op: Any, x0: Array, num_steps: int, tol: float, *,
+                  layout: FlatLayout | None = None) -> tuple[Array, Array, Array]:
     """Flat three-term Lanczos without a stored basis; stops at a breakdown.
 
     Returns ``(alphas, betas, length)``; entries after ``length`` are zero, so ``T_m`` is
-    ``blockdiag(T_length, 0)`` and the padding carries zero quadrature weight.
+    ``blockdiag(T_length, 0)`` and the padding carries zero quadrature weight. The three
+    vectors in flight are laid out by ``layout`` (default: one device).
     """
+    layout = FlatLayout.of(x0.shape[0], None) if layout is None else layout
     dtype = x0.dtype
     zeros = jnp.zeros((num_steps,), dtype)
+    x0 = layout.constrain(x0)
     q0 = x0 / jnp.linalg.norm(x0)
 
     def cond(carry: tuple[Array, ...]) -> Array:
@@ -149,7 +269,7 @@ def lanczos_plain(op: Any, x0: Array, num_steps: int,
     def step(carry: tuple[Array, ...]) -> tuple[Array, ...]:
         j, q_prev, q, alphas, betas, anorm, _ = carry
         beta_prev = jnp.where(j > 0, betas[jnp.maximum(j - 1, 0)], 0).astype(dtype)
-        w = op(q)
+        w = layout.constrain(op(q))
         anorm = jnp.maximum(anorm, jnp.linalg.norm(w))
         w = w - beta_prev * q_prev
         alpha = _dot(q, w)
@@ -188,17 +308,23 @@ def resolve_tol(tol: float | None, dtype: Any, reorthogonalize: bool) -> float:
     return tol
 
 
-@jax.jit(static_argnames=("num_steps", "reorthogonalize", "return_basis", "tol"))
+@jax.jit(static_argnames=("num_steps", "reorthogonalize", "return_basis", "tol", "layout",
+                          "offload"))
 def _lanczos_jit(matvec: Partial, v0: PyTree, key: Array, *, num_steps: int,
-                 reorthogonalize: bool, return_basis: bool, tol: float) -> LanczosResult:
+                 reorthogonalize: bool, return_basis: bool, tol: float,
+                 layout: FlatLayout | None = None, offload: bool = False) -> LanczosResult:
     x0, unravel = ravel(v0)
-    op = flat_operator(matvec, unravel, x0.dtype)
+    layout = FlatLayout.of(x0.shape[0], None) if layout is None else layout
+    op = layout_operator(matvec, unravel, x0.dtype, layout)
+    x0 = layout.pad(x0)
     if reorthogonalize:
-        alphas, betas, basis = lanczos_reorth(op, x0, key, num_steps, tol)
+        storage = HostBasis.for_steps(layout, num_steps) if offload else DeviceBasis(layout)
+        alphas, betas, basis = lanczos_reorth(op, x0, key, num_steps, tol, layout=layout,
+                                              storage=storage)
         length = jnp.asarray(num_steps, jnp.int32)
-        tree_basis = jax.vmap(unravel)(basis) if return_basis else None
+        tree_basis = jax.vmap(unravel)(layout.unpad(basis)) if return_basis else None
         return LanczosResult(alphas, betas, tree_basis, length)
-    alphas, betas, length = lanczos_plain(op, x0, num_steps, tol)
+    alphas, betas, length = lanczos_plain(op, x0, num_steps, tol, layout=layout)
     return LanczosResult(alphas, betas, None, length)
 
 
@@ -206,7 +332,8 @@ def _lanczos_jit(matvec: Partial, v0: PyTree, key: Array, *, num_steps: int,
 
 def lanczos(matvec: Matvec, v0: PyTree, num_steps: int, *, reorthogonalize: bool = True,
             return_basis: bool = False, key: Array | None = None,
-            tol: float | None = None) -> LanczosResult:
+            tol: float | None = None, mesh: Mesh | None = None,
+            offload_basis: bool = False) -> LanczosResult:
     """``num_steps`` Lanczos steps of the symmetric operator ``matvec`` from ``v0`` (SPEC 1.2).
 
     ``q_1 = v0/||v0||``; per step ``u = A q_j - beta_{j-1} q_{j-1}``, ``alpha_j = <q_j, u>``,
@@ -223,6 +350,17 @@ def lanczos(matvec: Matvec, v0: PyTree, num_steps: int, *, reorthogonalize: bool
     for very large ``D``) the run stops; ``length`` says where. Without re-orthogonalisation
     ``return_basis`` is not available.
 
+    Memory modes of the stored basis (``docs/scaling.md``): on the device (default); in host
+    memory (``offload_basis=True``: memory kind ``pinned_host``, streamed to the device in
+    blocks of ``OFFLOAD_BLOCK_ROWS`` rows per re-orthogonalisation pass; not under
+    ``jax.vmap``, and not with ``return_basis``); none (``reorthogonalize=False``).
+
+    Several devices: ``mesh`` (default: the mesh of a
+    :func:`~prune_jax.curvature.sharded_hvp_operator`, else that of ``v0``'s
+    ``NamedSharding`` leaves, else none) splits the flat Lanczos vectors and the basis over
+    every mesh axis (``D`` zero-padded to a multiple of the device count), so each device holds
+    ``(m + 1) D / n`` basis entries. The results equal the one-device results up to rounding.
+
     ``matvec`` is a jit *argument*: pass a :class:`~jax.tree_util.Partial` (e.g. from
     :func:`hvp_operator`) so its arrays are traced, not constants. Works under ``jax.vmap``
     over ``v0`` (value checks are skipped under tracing). Non-finite ``alphas``/``betas``
@@ -237,20 +375,30 @@ def lanczos(matvec: Matvec, v0: PyTree, num_steps: int, *, reorthogonalize: bool
     check_tree(v0, "v0")
     dim = tree_size(v0)
     num_steps = check_int(num_steps, "num_steps", low=1, high=dim)
-    for flag, name in ((reorthogonalize, "reorthogonalize"), (return_basis, "return_basis")):
+    for flag, name in ((reorthogonalize, "reorthogonalize"), (return_basis, "return_basis"),
+                       (offload_basis, "offload_basis")):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     if return_basis and not reorthogonalize:
         raise ValueError("return_basis=True needs reorthogonalize=True (the no-basis mode "
                          "keeps only three vectors)")
+    if offload_basis and not reorthogonalize:
+        raise ValueError("offload_basis=True needs reorthogonalize=True (the no-basis mode "
+                         "stores no basis)")
+    if offload_basis and return_basis:
+        raise ValueError("return_basis=True needs the basis on the device (offload_basis="
+                         "False); top_eigenvalues(..., offload_basis=True) forms Ritz vectors "
+                         "from an offloaded basis block by block")
     key = jax.random.key(0) if key is None else check_key(key)
     dtype = jnp.result_type(*jax.tree.leaves(v0))
     tol = resolve_tol(tol, dtype, reorthogonalize)
     check_operator_output(op, v0, like_name="v0")
     if is_concrete(v0) and not float(jnp.linalg.norm(ravel(v0)[0])) > 0:
         raise ValueError("v0 must be a non-zero vector")
+    layout = FlatLayout.of(dim, resolve_mesh(mesh, op, v0))
     res = _lanczos_jit(op, v0, key, num_steps=num_steps, reorthogonalize=reorthogonalize,
-                       return_basis=return_basis, tol=tol)
+                       return_basis=return_basis, tol=tol, layout=layout,
+                       offload=offload_basis)
     check_finite_result((res.alphas, res.betas), "matvec (Lanczos)")
     return res
 

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from prune_jax import data as D
 from prune_jax import models as M
+from prune_jax.experiments.progress import console
 from prune_jax.experiments.train import (
     OptimizerConfig,
     TrainResult,
@@ -103,18 +104,28 @@ def accuracy(setup: Setup, params: PyTree, batch_stats: PyTree, split: str = "te
 
 
 class Timer:
-    """Wall time per named stage: ``with timer("train"): ...``; ``timer.seconds`` is a dict."""
+    """Wall time per named stage: ``with timer("train"): ...``; ``timer.seconds`` is a dict.
 
-    def __init__(self) -> None:
+    With ``show=True`` a spinner names the running stage and a line reports its wall time,
+    so long single compiled calls (SLQ over a data set) are visibly alive.
+    """
+
+    def __init__(self, show: bool = False) -> None:
         self.seconds: dict[str, float] = {}
+        self.show = show
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
+        status = console.status(f"[bold]{name}[/bold] ...") if self.show else nullcontext()
         try:
-            yield
+            with status:
+                yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            self.seconds[name] = self.seconds.get(name, 0.0) + dt
+            if self.show:
+                console.log(f"{name}: {dt:.1f} s")
 
 
 def _jsonable(x: Any) -> Any:

@@ -5,7 +5,7 @@ pipeline measures the width ``N_h`` each arm needs to approximate ``relu(<w*, x>
 ``eps`` on the unit ball:
 
 * neuron pruning: a CERTIFIED LOWER bound (LP relaxation with cutting planes, HiGHS), without
-  and with the output ReLU, plus a rounded subset (an achievable width, exact in d = 2);
+  and with the output ReLU, plus the best subset found (an achievable width, exact in d = 2);
 * weight pruning: a CERTIFIED UPPER bound (Pensia et al. subset-sum construction with an exact
   meet-in-the-middle solver), each constructed network's measured error checked against it;
 * an ILLUSTRATION panel: gradient supermask search (edge-popup, straight-through), d = 2.
@@ -26,7 +26,7 @@ import numpy as np
 from rich.table import Table
 
 from prune_jax.experiments import gap_plots
-from prune_jax.experiments.common import flag, save_json
+from prune_jax.experiments.common import Timer, flag, save_json
 from prune_jax.experiments.progress import console, progress_bar
 from prune_jax.slth import sweep as S
 from prune_jax.slth.neuron_lp import CuttingPlanes
@@ -45,15 +45,20 @@ class Config:
     inv_eps_log2: tuple[int, ...] = flag((2, 4, 6, 8, 10, 12, 14),
                                          "tolerances eps = 2^-k for these k")
     neuron_max_widths: tuple[int, ...] = flag(
-        (1024, 128, 64, 48), "largest width of the neuron-arm LP, one per --dims entry")
+        (1024, 128, 64, 32), "largest width of the neuron-arm LP, one per --dims entry")
+    width_factor: float = flag(2**0.5, "ratio of consecutive LP widths, d = 2 neuron arm")
+    coarse_width_factor: float = flag(2.0, "ratio of consecutive LP widths, output-ReLU arm "
+                                      "and d > 2")
     relu_max_width: int = flag(256, "largest width of the output-ReLU neuron-arm LP")
     relu_dims: tuple[int, ...] = flag((2,), "dimensions that also run the output-ReLU neuron arm")
+    subset_search_max_width: int = flag(128, "widest pool searched for neuron subsets (d = 2)")
     weight_pool_per_dim: int = flag(64, "weight-arm pool size per input dimension")
     max_items: int = flag(28, "largest subset-sum instance (items per group) of the weight arm")
     max_rounds: int = flag(10, "cutting-plane rounds per LP")
-    supermask_steps: int = flag(1000, "training steps of the supermask illustration (0: skip)")
-    supermask_widths: tuple[int, ...] = flag((16, 64, 256),
+    supermask_steps: int = flag(500, "training steps of the supermask illustration (0: skip)")
+    supermask_widths: tuple[int, ...] = flag((16, 128),
                                              "widths of the supermask illustration (d = 2)")
+    supermask_seeds: int = flag(3, "seeds of the supermask illustration")
     smoke: bool = flag(False, "tiny configuration for the tests (well under a minute)")
     full: bool = flag(False, "10 seeds, wider neuron LPs, output-ReLU arm for every d")
     out: Path = flag(Path("results/gap"), "output directory")
@@ -66,13 +71,15 @@ def resolve(config: Config) -> Config:
         raise ValueError("--smoke and --full are mutually exclusive")
     if config.smoke:
         config = dataclasses.replace(
-            config, dims=(2, 4), seeds=2, inv_eps_log2=(2, 4, 6), neuron_max_widths=(48, 16),
-            relu_max_width=16, relu_dims=(2,), weight_pool_per_dim=24, max_items=12,
-            max_rounds=3, supermask_steps=50, supermask_widths=(8,))
+            config, dims=(2,), seeds=2, inv_eps_log2=(2, 4, 6), neuron_max_widths=(32,),
+            relu_max_width=16, relu_dims=(2,), subset_search_max_width=16,
+            weight_pool_per_dim=24, max_items=12, max_rounds=3, supermask_steps=50,
+            supermask_widths=(8,), supermask_seeds=1)
     if config.full:
         config = dataclasses.replace(
             config, seeds=max(config.seeds, 10), relu_dims=config.dims,
-            neuron_max_widths=tuple(2 * n for n in config.neuron_max_widths))
+            neuron_max_widths=tuple(2 * n for n in config.neuron_max_widths),
+            supermask_seeds=max(config.supermask_seeds, 5))
     if len(config.neuron_max_widths) != len(config.dims):
         raise ValueError(f"--neuron-max-widths needs one entry per --dims entry "
                          f"({len(config.dims)}), got {len(config.neuron_max_widths)}")
@@ -80,6 +87,9 @@ def resolve(config: Config) -> Config:
         raise ValueError(f"--dims entries must be >= 2, got {config.dims}")
     if not set(config.relu_dims) <= set(config.dims):
         raise ValueError(f"--relu-dims {config.relu_dims} must be a subset of --dims")
+    if not (config.width_factor > 1.0 and config.coarse_width_factor > 1.0):
+        raise ValueError(f"--width-factor and --coarse-width-factor must be > 1, got "
+                         f"{config.width_factor}, {config.coarse_width_factor}")
     if config.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {config.seeds}")
     if any(k < 1 for k in config.inv_eps_log2):
@@ -92,31 +102,41 @@ def _pool_size(config: Config, d: int, neuron_max: int) -> int:
     sizes = [config.weight_pool_per_dim * d, neuron_max]
     if d in config.relu_dims:
         sizes.append(config.relu_max_width)
-    if d == 2 and config.supermask_steps > 0:
+    if d == 2 and config.supermask_steps > 0 and config.supermask_seeds > 0:
         sizes.extend(config.supermask_widths)
     return max(sizes)
 
 
+def _supermask_runs(config: Config, d: int, seed: int) -> bool:
+    return d == 2 and config.supermask_steps > 0 and seed < config.supermask_seeds
+
+
 def _neuron_summary(curves: list[S.NeuronCurve], eps: np.ndarray) -> dict[str, Any]:
-    """Per-eps required widths of the neuron arm: certified lower bounds and rounded subsets."""
+    """Per-eps required widths of the neuron arm: certified lower bounds and subsets found."""
     lower = [[S.lower_bound_width(c.widths, c.lower, e) for c in curves] for e in eps]
-    rounded = [[S.upper_bound_width(c.widths, c.rounded, e) for c in curves] for e in eps]
+    found = [[S.upper_bound_width(c.widths, c.found, e) for c in curves] for e in eps]
     q_lower = [S.quantiles([w for w, _ in row]) for row in lower]
-    q_round = [S.quantiles(row) for row in rounded]
+    q_found = [S.quantiles(row) for row in found]
     largest = int(curves[0].widths[-1])
+    widths = np.asarray(curves[0].widths)
+    upper_half = widths >= np.sqrt(widths[0] * widths[-1])
+    median_lower = np.median([c.lower for c in curves], axis=0)
     return {
+        # slope of the median LP bound against N over the upper half (log scale) of the widths
+        # tried: -1 is the 1/N (hence 1/eps) rate
+        "lower_curve_slope": S.loglog_slope(widths[upper_half], median_lower[upper_half]),
+        "n_times_lower_median": widths * median_lower,
         "lower_per_seed": [[w for w, _ in row] for row in lower],
         "censored_per_seed": [[c for _, c in row] for row in lower],
         "lower_median": [q.median for q in q_lower],
         "lower_p90": [q.p90 for q in q_lower],
         "lower_median_censored": [q.median > largest for q in q_lower],
-        "rounded_per_seed": rounded,
-        "rounded_median": [q.median for q in q_round],
-        "rounded_p90": [q.p90 for q in q_round],
-        "rounded_exact": bool(curves[0].rounded_exact),
+        "found_per_seed": found,
+        "found_median": [q.median for q in q_found],
+        "found_p90": [q.p90 for q in q_found],
+        "found_exact": bool(curves[0].found_exact),
         "largest_width": largest,
-        "curves": [{"widths": c.widths, "lower": c.lower, "rounded": c.rounded}
-                   for c in curves],
+        "curves": [{"widths": c.widths, "lower": c.lower, "found": c.found} for c in curves],
     }
 
 
@@ -143,35 +163,44 @@ def _slopes(inv_eps: np.ndarray, arm: dict[str, Any], key: str,
             "per_bit": S.linear_slope(np.log2(inv_eps), y)}
 
 
-def _run_dim(config: Config, d: int, neuron_max: int, eps: np.ndarray, bar: Any
-             ) -> dict[str, Any]:
-    cuts = CuttingPlanes(max_rounds=config.max_rounds)
-    widths = S.geometric_widths(neuron_max)
-    relu_widths = S.geometric_widths(config.relu_max_width)
+def _run_dim(config: Config, d: int, neuron_max: int, eps: np.ndarray, bar: Any,
+             timer: Timer) -> dict[str, Any]:
+    cuts = CuttingPlanes(max_rounds=config.max_rounds, bisection_rtol=0.05)
+    widths = S.geometric_widths(neuron_max, factor=config.width_factor if d == 2
+                                else config.coarse_width_factor)
+    relu_widths = S.geometric_widths(config.relu_max_width, factor=config.coarse_width_factor)
     neuron, relu, weight, checks, supermask = [], [], [], [], []
     for s in range(config.seeds):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), d), s)
         k_problem, k_neuron, k_relu, k_check, k_mask = jax.random.split(key, 5)
         problem = S.make_problem(k_problem, d, _pool_size(config, d, neuron_max))
-        weight.append(S.weight_curve(problem, config.max_items))
-        for w in sorted({S.upper_bound_width(np.arange(weight[-1].certificate.size),
-                                             weight[-1].certificate, e) for e in eps} - {None}):
-            measured, cert, exact = S.weight_network_error(k_check, problem, weight[-1], w)
-            checks.append({"seed": s, "width": w, "measured": measured, "certificate": cert,
-                           "exact": exact})
+        with timer(f"d={d} weight arm"):
+            weight.append(S.weight_curve(problem, config.max_items))
+        with timer(f"d={d} weight-arm checks"):
+            cert = weight[-1].certificate
+            for w in sorted({S.upper_bound_width(np.arange(cert.size), cert, e)
+                             for e in eps} - {None}):
+                measured, bound, exact = S.weight_network_error(k_check, problem, weight[-1], w)
+                checks.append({"seed": s, "width": w, "measured": measured,
+                               "certificate": bound, "exact": exact})
         bar.advance(d=d, seed=s)
-        neuron.append(S.neuron_curve(k_neuron, problem, widths, False, cuts))
+        with timer(f"d={d} neuron arm"):
+            neuron.append(S.neuron_curve(k_neuron, problem, widths, False, cuts,
+                                         search_max_width=config.subset_search_max_width))
         bar.advance(d=d, seed=s)
         if d in config.relu_dims:
-            relu.append(S.neuron_curve(k_relu, problem, relu_widths, True, cuts))
+            with timer(f"d={d} neuron arm, output ReLU"):
+                relu.append(S.neuron_curve(k_relu, problem, relu_widths, True, cuts,
+                                           search_max_width=config.subset_search_max_width))
             bar.advance(d=d, seed=s)
-        if d == 2 and config.supermask_steps > 0:
+        if _supermask_runs(config, d, s):
             for width in config.supermask_widths:
                 for per_weight, output_relu in ((False, False), (True, True)):
                     search = SupermaskSearch(per_weight=per_weight, output_relu=output_relu,
                                              steps=config.supermask_steps)
-                    err, exact = S.supermask_error(jax.random.fold_in(k_mask, width), problem,
-                                                   width, search)
+                    with timer(f"d={d} supermask"):
+                        err, exact = S.supermask_error(jax.random.fold_in(k_mask, width),
+                                                       problem, width, search)
                     supermask.append({"seed": s, "width": width, "per_weight": per_weight,
                                       "output_relu": output_relu, "error": err,
                                       "exact": exact})
@@ -209,13 +238,13 @@ def _table(results: dict[str, Any]) -> Table:
     table = Table(title="Required width N_h: median [90th percentile] over seeds "
                         "(>= certified lower bound, * = limited by the largest width tried, "
                         "- = not reached)")
-    for col in ("d", "eps", "neuron LB", "neuron+ReLU LB", "neuron rounded", "weight UB"):
+    for col in ("d", "eps", "neuron LB", "neuron+ReLU LB", "neuron found", "weight UB"):
         table.add_column(col, justify="right")
     for d, res in results["per_d"].items():
         n, w = res["neuron"], res["weight"]
         for i, k in enumerate(results["inv_eps_log2"]):
             table.add_row(d, f"2^-{k}", _lower_cell(n, i), _lower_cell(res.get("neuron_relu"), i),
-                          f"{_fmt(n['rounded_median'][i])} [{_fmt(n['rounded_p90'][i])}]",
+                          f"{_fmt(n['found_median'][i])} [{_fmt(n['found_p90'][i])}]",
                           f"{_fmt(w['upper_median'][i])} [{_fmt(w['upper_p90'][i])}]")
     return table
 
@@ -225,15 +254,17 @@ def run(config: Config) -> dict[str, Any]:
     config = resolve(config)
     start = time.perf_counter()
     eps = 2.0 ** -np.asarray(config.inv_eps_log2, np.float64)
-    per_seed_tasks = [2 + (d in config.relu_dims) + (d == 2 and config.supermask_steps > 0)
-                      for d in config.dims]
+    n_tasks = sum(2 + (d in config.relu_dims) + _supermask_runs(config, d, s)
+                  for d in config.dims for s in range(config.seeds))
     results: dict[str, Any] = {"config": dataclasses.asdict(config),
                                "inv_eps_log2": list(config.inv_eps_log2),
                                "eps": eps, "per_d": {}}
-    with progress_bar("gap sweep", total=config.seeds * sum(per_seed_tasks),
+    timer = Timer()
+    with progress_bar("gap sweep", total=n_tasks,
                       enabled=config.progress) as bar:
         for d, neuron_max in zip(config.dims, config.neuron_max_widths, strict=True):
-            results["per_d"][str(d)] = _run_dim(config, d, neuron_max, eps, bar)
+            results["per_d"][str(d)] = _run_dim(config, d, neuron_max, eps, bar, timer)
+    results["seconds"] = timer.seconds
     checks = [c for r in results["per_d"].values() for c in r["weight_checks"]]
     results["weight_check_violations"] = sum(c["measured"] > c["certificate"] for c in checks)
     results["wall_seconds"] = time.perf_counter() - start
@@ -247,6 +278,7 @@ def run(config: Config) -> dict[str, Any]:
                       f"{res['neuron']['slopes']['loglog']:.2f}, weight UB "
                       f"{res['weight']['slopes']['loglog']:.2f} "
                       f"({res['weight']['slopes']['per_bit']:.2f} units per bit of 1/eps)")
+    console.print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timer.seconds.items()))
     console.print(f"weight-arm certificate checks: {len(checks)} networks, "
                   f"{results['weight_check_violations']} violations; "
                   f"wall time {results['wall_seconds']:.0f} s")

@@ -57,8 +57,8 @@ def plot_widths(results: dict[str, Any]) -> Figure:
         _lower_series(ax, inv_eps, res["neuron"], _NEURON, "neuron LB")
         if "neuron_relu" in res:
             _lower_series(ax, inv_eps, res["neuron_relu"], _RELU, "neuron+ReLU LB")
-        if res["neuron"]["rounded_exact"]:
-            x, y = _finite(inv_eps, res["neuron"]["rounded_median"])
+        if res["neuron"]["found_exact"]:
+            x, y = _finite(inv_eps, res["neuron"]["found_median"])
             ax.plot(x, y, ":", color=_NEURON, marker="x", ms=4, label="neuron subset found")
         w = res["weight"]
         x, y = _finite(inv_eps, w["upper_median"])
@@ -86,7 +86,7 @@ def plot_widths(results: dict[str, Any]) -> Figure:
 
 def plot_errors(results: dict[str, Any]) -> Figure:
     """Sup error bounds against N_h per d: neuron LP lower bounds, the weight certificate,
-    the rounded neuron subsets (d = 2) and the supermask illustration."""
+    the best neuron subsets found (d = 2) and the supermask illustration."""
     dims = list(results["per_d"])
     fig, axes = _panels(len(dims), "Error against width (thin: seeds, thick: median)")
     for ax, d in zip(axes, dims, strict=True):
@@ -101,10 +101,10 @@ def plot_errors(results: dict[str, Any]) -> Figure:
             for v in values:
                 ax.plot(widths, v, color=color, lw=0.4, alpha=0.5)
             ax.plot(widths, np.median(values, 0), color=color, lw=1.6, label=label)
-        if res["neuron"]["rounded_exact"]:
+        if res["neuron"]["found_exact"]:
             curves = res["neuron"]["curves"]
-            rounded = np.median([c["rounded"] for c in curves], 0)
-            ax.plot(curves[0]["widths"], rounded, ":", color=_NEURON, label="neuron subset found")
+            found = np.median([c["found"] for c in curves], 0)
+            ax.plot(curves[0]["widths"], found, ":", color=_NEURON, label="neuron subset found")
         cert = np.asarray([c["certificate"] for c in res["weight"]["curves"]], np.float64)
         n = np.arange(cert.shape[1])
         for c in cert:

@@ -2,7 +2,8 @@
 
 1. Train under ``optax.chain(prune_jax.l1(lambda), sgd)`` (SPEC 2.4), or resume the orbax
    checkpoint in ``--out``.
-2. ``eps`` = std of the per-batch training loss including the l1 term (inference mode),
+2. ``eps`` = std of the per-batch training loss including the l1 term (inference mode, at
+   the training batch size; the last partial batch is weighted like the others),
    SLQ of the full-training-set Hessian with respect to the prunable kernels, convexified,
    and the predicted limit by the exact fixed-point solver (SPEC 2.3).
 3. LOMP: global one-shot magnitude pruning over the kernels at a fine sparsity sweep, no
@@ -25,13 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 from rich.table import Table
 
+from prune_jax import data as D
 from prune_jax import limits as L
 from prune_jax import plots
 from prune_jax.experiments import common
 from prune_jax.experiments.common import flag
 from prune_jax.experiments.progress import console
 from prune_jax.experiments.spectrum import compute_spectrum
-from prune_jax.experiments.train import OptimizerConfig, evaluate
+from prune_jax.experiments.train import OptimizerConfig, evaluate, preprocess_batches
 from prune_jax.tree import PyTree, combine, partition, prunable_tree
 
 __all__ = ["Config", "SweepResult", "actual_limit", "global_ranks", "magnitude_sweep", "run"]
@@ -147,7 +149,7 @@ def _merge(a: SweepResult, b: SweepResult) -> SweepResult:
 
 def run(config: Config) -> dict[str, Any]:
     """Run the limit pipeline; return (and save) its results."""
-    timer = common.Timer()
+    timer = common.Timer(show=config.progress)
     key = jax.random.key(config.seed)
     k_init, k_train, k_spec = jax.random.split(key, 3)
     with timer("data+model"):
@@ -169,7 +171,11 @@ def run(config: Config) -> dict[str, Any]:
             l1_term = sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(partition(p, flags)[0]))
             return ce(p, batch) + config.l1 * l1_term
 
-        tol = L.loss_tolerance(loss_with_l1, params, setup.train_batches)
+        # per-batch losses at the *training* batch size, as the reference code measures them
+        eps_batches = preprocess_batches(
+            D.padded_batches(setup.train, min(config.batch_size, setup.train.x.shape[0])),
+            setup.info)
+        tol = L.loss_tolerance(loss_with_l1, params, eps_batches)
         eps = float(tol.std) if config.eps is None else config.eps
 
     with timer("spectrum (SLQ)"):

@@ -62,7 +62,7 @@ def compute_spectrum(loss_fn: Any, params: Any, batches: dict[str, Any], *, key:
 
 def run(config: Config) -> dict[str, Any]:
     """Run the spectrum pipeline; return (and save) its results."""
-    timer = common.Timer()
+    timer = common.Timer(show=config.progress)
     key = jax.random.key(config.seed)
     k_init, k_train, k_spec = jax.random.split(key, 3)
     with timer("data+model"):

@@ -11,8 +11,9 @@ error of the constructed network over the unit ball):
     |relu(<w*, x>) - relu(h(x))| <= |<w*, x> - h(x)| <= sum_j m_j |x_j| <= ||m||_2,
     m_j = max(|S+_j - w*_j|, |S-_j + w*_j|),
 
-because the output ReLU is 1-Lipschitz. The reported bound is inflated by a relative 1e-12 to
-cover float64 rounding (a measured error can tie the bound exactly, e.g. in d = 2).
+because the output ReLU is 1-Lipschitz. The reported bound is inflated by 1e-12 (relative and
+absolute) to cover float64 rounding: a measured error can tie the bound exactly (in d = 2 the
+worst point can be a coordinate axis), and then both sides carry ~1e-16 rounding.
 
 Units are taken in pool order, so the subset sums for the first ``N`` units use each group's
 first ``k_g(N)`` members: one table of exact solutions for ``k = 0..max_items`` gives the
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 _BUCKET = 4  # instances are zero-padded to a multiple of this: fewer compiled shapes
-_ROUNDING = 1e-12  # relative slack covering float64 rounding of the sums and of the bound
+_ROUNDING = 1e-12  # relative and absolute slack covering float64 rounding
 
 
 class PensiaTable(NamedTuple):
@@ -123,7 +124,7 @@ def pensia_certificate(table: PensiaTable) -> np.ndarray:
     k = np.minimum(table.counts, table.chosen.shape[-1])
     res = np.abs(np.take_along_axis(table.residual, k.T, axis=1)).T  # (P+1, G)
     m = np.maximum(res[:, 0::2], res[:, 1::2])
-    return np.sqrt(np.sum(m**2, axis=1)) * (1.0 + _ROUNDING)
+    return np.sqrt(np.sum(m**2, axis=1)) * (1.0 + _ROUNDING) + _ROUNDING
 
 
 def pensia_network(table: PensiaTable, width: int) -> PensiaNetwork:

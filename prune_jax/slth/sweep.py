@@ -8,7 +8,8 @@ a tolerance ``eps`` is read off the curve:
   Valid because the best error is non-increasing in ``N`` (nested pools): ``LB(N) > eps``
   rules out every width ``<= N``. Past the largest width tried the bound is censored (it
   still holds, it is just not tight).
-* neuron arm, rounded subset: an achievable width (CERTIFIED UPPER bound in d = 2).
+* neuron arm, best subset found (rounded LP solution + local search): an achievable width
+  (CERTIFIED UPPER bound in d = 2).
 * weight arm, UPPER bound: the smallest ``N`` whose Pensia certificate is ``<= eps``.
 
 Quantiles over seeds keep the guarantees, because an order statistic is monotone in every
@@ -37,7 +38,7 @@ from prune_jax.slth.neuron_lp import (
     neuron_lp_bound,
     neuron_lp_bound_output_relu,
 )
-from prune_jax.slth.neuron_subsets import rounded_subset
+from prune_jax.slth.neuron_subsets import local_search_2d, rounded_subset
 from prune_jax.slth.pensia import (
     PensiaTable,
     pensia_certificate,
@@ -75,15 +76,17 @@ class Problem(NamedTuple):
 
 
 class NeuronCurve(NamedTuple):
-    """Neuron arm over ``widths``: CERTIFIED ``lower`` bounds and ``rounded`` subset errors.
+    """Neuron arm over ``widths``: CERTIFIED ``lower`` bounds and the errors of the best
+    subsets ``found`` (LP rounding, then local search in d = 2 up to a width).
 
-    ``rounded_exact`` is True in d = 2 (then ``rounded`` are achievable errors).
+    ``found_exact`` is True in d = 2: then ``found`` are achievable errors, so they bound the
+    best subset's error from above.
     """
 
     widths: np.ndarray
     lower: np.ndarray
-    rounded: np.ndarray
-    rounded_exact: bool
+    found: np.ndarray
+    found_exact: bool
     output_relu: bool
 
 
@@ -122,10 +125,14 @@ def make_problem(key: Array, d: int, pool_size: int) -> Problem:
 
 
 def neuron_curve(key: Array, problem: Problem, widths: object, output_relu: bool = False,
-                 cuts: CuttingPlanes | None = None, n_random: int = 8) -> NeuronCurve:
-    """Neuron-arm LP lower bounds and rounded subsets at every width of ``widths`` (SPEC 4).
+                 cuts: CuttingPlanes | None = None, n_random: int = 8,
+                 search_max_width: int = 256, search_steps: int = 32) -> NeuronCurve:
+    """Neuron-arm LP lower bounds and subsets found at every width of ``widths`` (SPEC 4).
 
-    In d > 2 the cut set of one width seeds the next (in d = 2 the kinks seed every width).
+    Subsets: the LP solution rounded (threshold and ``n_random`` random roundings), then, in
+    d = 2 and up to ``search_max_width`` units, ``search_steps`` of single-flip local search
+    from it and from the empty set. In d > 2 the cut set of one width seeds the next (in d = 2
+    the kinks seed every width).
     """
     widths = np.asarray(widths, int)
     if widths.ndim != 1 or widths.size == 0 or np.any(np.diff(widths) <= 0) or widths[0] < 1:
@@ -136,16 +143,22 @@ def neuron_curve(key: Array, problem: Problem, widths: object, output_relu: bool
                          f"{problem.pool.w.shape[0]} units")
     bound = neuron_lp_bound_output_relu if output_relu else neuron_lp_bound
     d = problem.w_star.shape[0]
-    lower, rounded, points = [], [], None
+    lower, found, points = [], [], None
     for n in widths:
         key, k_lp, k_round = jax.random.split(key, 3)
         pool = pool_prefix(problem.pool, int(n))
         lp = bound(k_lp, problem.w_star, pool, cuts, points)
         points = lp.points if d > 2 else None
         lower.append(lp.lower)
-        rounded.append(rounded_subset(k_round, problem.w_star, pool, lp.s, output_relu,
-                                      n_random).error)
-    return NeuronCurve(widths, np.asarray(lower), np.asarray(rounded), d == 2, output_relu)
+        best = rounded_subset(k_round, problem.w_star, pool, lp.s, output_relu, n_random)
+        if d == 2 and n <= search_max_width:
+            starts = (best.keep, None)
+            best = min((local_search_2d(problem.w_star, pool, start, output_relu, search_steps)
+                        for start in starts), key=lambda sub: sub.error)
+        found.append(best.error)
+    # nested pools: a subset of the first n units is also a subset of any wider pool
+    found = np.minimum.accumulate(np.asarray(found))
+    return NeuronCurve(widths, np.asarray(lower), found, d == 2, output_relu)
 
 
 def weight_curve(problem: Problem, max_items: int = 28) -> WeightCurve:

@@ -59,7 +59,8 @@ class UnitStats(NamedTuple):
 
     ``d``: live weights before the step; ``pqi``: PQ Index of the live weights (NaN when no
     live weight is non-zero); ``r``: eq. 2's lower bound on weights to retain (float64, NaN
-    where ``pqi`` is); ``c``: weights removed by this step.
+    where ``pqi`` is); ``c``: weights removed by this step. These are the quantities
+    ``d_t``, ``I(w)``, ``r_t`` and ``c_t`` of SPEC 3.2.
     """
 
     d: np.ndarray
@@ -73,7 +74,8 @@ class PruneStepResult(NamedTuple):
 
     ``units`` maps a prunable leaf name (``"Dense_0/kernel"``) to that leaf's units under
     ``"layer"``/``"neuron"`` scope; under ``"global"`` scope it has the single key
-    ``"global"``. The new mask only shrinks: pruned weights stay pruned.
+    ``"global"``. The new mask only shrinks: pruned weights stay pruned. Returned by
+    :func:`sap_step`, :func:`fraction_step` and :func:`prune_step` (SPEC 3.2).
     """
 
     mask: PyTree
@@ -144,6 +146,24 @@ def sap_step(params: PyTree, mask: PyTree | None, *, p: float = 0.5, q: float = 
 
     Returns:
       :class:`PruneStepResult`: ``mask = m_{t+1}`` and per-unit ``d, pqi, r, c``.
+
+    Example:
+      A one-hot kernel of ``d = 8`` weights has ``I = 1 - 8^(1-2) = 0.875`` and ``r = 1``, so
+      ``c = floor(8 * min(1 - 1/8, 0.9)) = 7``: only the non-zero weight survives. A constant
+      kernel has ``I = 0`` and ``r = d``: nothing is pruned.
+
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> import prune_jax as pj
+      >>> kernel = jnp.zeros((2, 4)).at[1, 2].set(5.0)
+      >>> result = pj.sap_step({"Dense_0": {"kernel": kernel}}, None)
+      >>> stats = result.units["global"]
+      >>> stats.d.tolist(), stats.pqi.round(4).tolist(), stats.r.round(4).tolist(), stats.c.tolist()
+      ([8], [0.875], [1.0], [7])
+      >>> np.asarray(result.mask["Dense_0"]["kernel"]).tolist()
+      [[False, False, False, False], [False, False, True, False]]
+      >>> pj.sap_step({"Dense_0": {"kernel": jnp.ones((2, 4))}}, None).units["global"].c.tolist()
+      [0]
     """
     p, q = check_pq(p, q)
     eta = check_eta(eta)
@@ -173,6 +193,25 @@ def fraction_step(params: PyTree, mask: PyTree | None, *, fraction: float = 0.2,
       mask: current keep-mask (None = all live).
       fraction: in ``[0, 1)`` (``ValueError`` naming fraction).
       scope, prunable: as in :func:`sap_step`.
+
+    Returns:
+      :class:`PruneStepResult`: the new mask and per-unit ``d, pqi, r, c``.
+
+    Example:
+      ``floor(0.2 * 10) = 2`` of 10 weights go, then ``floor(0.2 * 8) = 1`` of the 8 left:
+
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> import prune_jax as pj
+      >>> params = {"Dense_0": {"kernel": jnp.arange(1.0, 11.0).reshape(2, 5)}}
+      >>> first = pj.fraction_step(params, None, fraction=0.2)
+      >>> first.units["global"].c.tolist()
+      [2]
+      >>> np.asarray(first.mask["Dense_0"]["kernel"]).tolist()
+      [[False, False, True, True, True], [True, True, True, True, True]]
+      >>> second = pj.fraction_step(params, first.mask, fraction=0.2)
+      >>> second.units["global"].c.tolist(), int(second.mask["Dense_0"]["kernel"].sum())
+      ([1], 7)
     """
     fraction = check_fraction(fraction, "fraction")
     p, q = check_pq(p, q)
@@ -188,7 +227,12 @@ def fraction_step(params: PyTree, mask: PyTree | None, *, fraction: float = 0.2,
 
 @dataclasses.dataclass(frozen=True)
 class SAP:
-    """Sparsity-informed Adaptive Pruning (seed Algorithm 1); defaults are the paper's."""
+    """Sparsity-informed Adaptive Pruning (SPEC 3.2, seed Algorithm 1); defaults are the paper's.
+
+    Each step is :func:`sap_step` with these ``p, q, eta, gamma, beta``; weights are ranked by
+    the current ``w_t``, the model is retrained every iteration and rewound to
+    ``w_init * m_t``.
+    """
 
     p: float = 0.5
     q: float = 1.0
@@ -208,8 +252,10 @@ class SAP:
 
 @dataclasses.dataclass(frozen=True)
 class LotteryTicket:
-    """Lottery Ticket (Frankle & Carbin): prune ``fraction`` of the remaining weights of
-    ``w_t``, then rewind to ``w_init * m_{t+1}`` and retrain."""
+    """Lottery Ticket (Frankle & Carbin), the baseline of SPEC 3.2: prune ``fraction``
+    (``P = 0.2``) of the remaining weights of ``w_t`` (:func:`fraction_step`), then rewind to
+    ``w_init * m_{t+1}`` and retrain.
+    """
 
     fraction: float = 0.2
     ranks: Literal["current", "dense"] = dataclasses.field(default="current", init=False)
@@ -222,9 +268,10 @@ class LotteryTicket:
 
 @dataclasses.dataclass(frozen=True)
 class OneShot:
-    """One Shot: prune ``fraction`` of the remaining weights ranked by ``w_0`` (the dense
-    model trained once, at iteration 0); never retrained, the model at iteration ``t`` is
-    ``w_0 * m_t``."""
+    """One Shot, the baseline of SPEC 3.2: prune ``fraction`` (``P = 0.2``) of the remaining
+    weights ranked by ``w_0`` (the dense model trained once, at iteration 0;
+    :func:`fraction_step`); never retrained, the model at iteration ``t`` is ``w_0 * m_t``.
+    """
 
     fraction: float = 0.2
     ranks: Literal["current", "dense"] = dataclasses.field(default="dense", init=False)
@@ -245,6 +292,16 @@ def prune_step(policy: Policy, params: PyTree, mask: PyTree | None, *, scope: Sc
     ``params`` must be the weights the policy ranks by (``policy.ranks``: ``"current"`` =
     ``w_t``, the weights just trained; ``"dense"`` = ``w_0``, the dense model trained once).
     The caller (the iterative driver) then applies ``policy.retrain`` and ``policy.rewind``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import prune_jax as pj
+      >>> params = {"Dense_0": {"kernel": jnp.arange(1.0, 11.0).reshape(2, 5)}}
+      >>> pj.prune_step(pj.OneShot(), params, None).units["global"].c.tolist()  # floor(0.2 * 10)
+      [2]
+      >>> onehot = {"Dense_0": {"kernel": jnp.zeros((2, 4)).at[1, 2].set(5.0)}}
+      >>> pj.prune_step(pj.SAP(), onehot, None).units["global"].c.tolist()  # keeps r = 1
+      [7]
     """
     if isinstance(policy, SAP):
         return sap_step(params, mask, p=policy.p, q=policy.q, eta=policy.eta,

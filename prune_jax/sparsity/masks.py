@@ -107,6 +107,25 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: Scope = "global",
       A boolean pytree shaped like ``params`` (True = kept). Non-prunable leaves get ``mask``'s
       leaf, or all-True. Exact and sort-free (``_select``); usable under ``jit`` with
       ``sparsity`` a Python float.
+
+    Example:
+      Exactly ``floor(0.35 * 10) = 3`` of the 10 kernel weights go, the smallest ones; the
+      bias is not prunable and stays all-True. Under ``"neuron"`` scope every output unit
+      (column of the kernel) of 2 weights loses ``floor(0.5 * 2) = 1``:
+
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> import prune_jax as pj
+      >>> params = {"Dense_0": {"kernel": jnp.arange(1.0, 11.0).reshape(2, 5),
+      ...                       "bias": jnp.zeros(5)}}
+      >>> mask = pj.magnitude_mask(params, 0.35)
+      >>> np.asarray(mask["Dense_0"]["kernel"]).tolist()
+      [[False, False, False, True, True], [True, True, True, True, True]]
+      >>> int((~mask["Dense_0"]["kernel"]).sum()), bool(mask["Dense_0"]["bias"].all())
+      (3, True)
+      >>> mask = pj.magnitude_mask(params, 0.5, scope="neuron")
+      >>> np.asarray(mask["Dense_0"]["kernel"]).tolist()
+      [[False, False, False, False, False], [True, True, True, True, True]]
     """
     sparsity = check_fraction(sparsity, "sparsity")
     scope = check_scope(scope)
@@ -124,6 +143,15 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
 
     ``mask`` must have the structure and shapes of ``params`` (``ValueError`` naming mask) and
     boolean leaves (``TypeError``). Works under ``jit``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> import prune_jax as pj
+      >>> params = {"kernel": jnp.array([[1.0, -2.0], [3.0, -4.0]])}
+      >>> mask = {"kernel": jnp.array([[False, True], [True, False]])}
+      >>> np.asarray(pj.apply_mask(params, mask)["kernel"]).tolist()
+      [[0.0, -2.0], [3.0, 0.0]]
     """
     check_mask(params, mask)
     return jax.tree.map(lambda w, m: jnp.where(m, w, jnp.zeros((), jnp.result_type(w))),
@@ -132,7 +160,11 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
 
 class MaskCount(NamedTuple):
     """Counts of one set of weights: ``total``, ``kept``, ``sparsity`` (removed fraction) and
-    ``density`` (kept fraction). An empty set has sparsity 0 and density 1."""
+    ``density`` (kept fraction). An empty set has sparsity 0 and density 1.
+
+    Part of :class:`SparsityReport` (SPEC 3.2; sparsity and density in the sense of the SPEC
+    preamble, counted from masks).
+    """
 
     total: int
     kept: int
@@ -149,7 +181,8 @@ class SparsityReport(NamedTuple):
     """Sparsity of a mask, counted from the mask itself (not from zero values).
 
     ``leaves``: per-leaf counts, keyed by slash-separated leaf name; ``prunable``: over the
-    prunable leaves only (what pruning scopes act on); ``overall``: over every leaf.
+    prunable leaves only (what pruning scopes act on); ``overall``: over every leaf. Returned
+    by :func:`sparsity_report` (SPEC 3.2; vocabulary of the SPEC preamble).
     """
 
     leaves: dict[str, MaskCount]
@@ -162,7 +195,20 @@ def sparsity_report(mask: PyTree, prunable: Prunable | PyTree | None = None) -> 
 
     ``prunable`` selects the leaves counted in ``report.prunable`` (default
     :func:`prune_jax.tree.default_prunable`, evaluated on the mask's leaf names and shapes).
-    One host transfer of per-leaf counts.
+    One host transfer of per-leaf counts (SPEC 3.2 reports sparsity this way).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import prune_jax as pj
+      >>> mask = {"Dense_0": {"kernel": jnp.array([[True, False, True], [False, True, True]]),
+      ...                     "bias": jnp.ones(3, bool)}}
+      >>> report = pj.sparsity_report(mask)
+      >>> list(report.leaves)
+      ['Dense_0/bias', 'Dense_0/kernel']
+      >>> report.prunable.total, report.prunable.kept, round(report.prunable.sparsity, 4)
+      (6, 4, 0.3333)
+      >>> report.overall.total, report.overall.kept, round(report.overall.density, 4)
+      (9, 7, 0.7778)
     """
     leaves = jax.tree.leaves(mask)
     if not leaves:

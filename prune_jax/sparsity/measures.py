@@ -209,7 +209,7 @@ def pq_index(x: PyTree, p: float = 0.5, q: float = 1.0, *, mask: PyTree | None =
 
     Args:
       x: an array, or a pytree whose leaves are taken together as one flat vector (``d`` =
-        total size). Floating point; NaN/Inf and the all-zero vector are ``ValueError``s.
+        total size). Floating point; NaN/Inf or the all-zero vector raise ``ValueError``.
       p, q: exponents with ``0 < p <= 1 <= q`` and ``p < q`` (``ValueError`` naming p or q).
       mask: optional boolean pytree like ``x`` (True = live): the index of the live entries
         only (``d`` = number of live entries), as SAP measures a pruned model. Shapes stay
@@ -222,6 +222,23 @@ def pq_index(x: PyTree, p: float = 0.5, q: float = 1.0, *, mask: PyTree | None =
       underflow. Subnormal inputs (below ~1.2e-38 in float32) count as 0 where XLA flushes
       denormals, as XLA:CPU does. Under an outer ``jit`` the value checks cannot run, and a
       zero vector (or NaN input) gives NaN.
+
+    Example:
+      A constant vector has index 0; a one-hot vector in R^d reaches the upper end
+      ``1 - d^(1/q-1/p)`` (here ``d = 4``: 0.75 for (p, q) = (0.5, 1), 0.5 for (1, 2)):
+
+      >>> import jax.numpy as jnp
+      >>> import prune_jax as pj
+      >>> round(float(pj.pq_index(jnp.ones(4))), 4)
+      0.0
+      >>> onehot = jnp.array([0.0, 0.0, 3.0, 0.0])
+      >>> round(float(pj.pq_index(onehot, p=0.5, q=1.0)), 4), round(1 - 4 ** (1 - 1 / 0.5), 4)
+      (0.75, 0.75)
+      >>> round(float(pj.pq_index(onehot, p=1.0, q=2.0)), 4), round(1 - 4 ** (1 / 2 - 1), 4)
+      (0.5, 0.5)
+      >>> live = jnp.array([True, True, False, False])   # only the live entries count
+      >>> round(float(pj.pq_index(jnp.array([2.0, 2.0, 5.0, 9.0]), mask=live)), 4)
+      0.0
     """
     p, q = check_pq(p, q)
     leaves, d = _masked_leaves(x, mask, _leaves_of(x, "x"))
@@ -248,9 +265,17 @@ def gini_index(x: PyTree, *, mask: PyTree | None = None) -> Array:
         G = 1 - 2 sum_k (c_(k) / ||c||_1) (N - k + 1/2) / N
 
     0 for a constant vector, ``1 - 1/N`` for a one-hot vector. ``x`` is an array or a pytree
-    (flattened globally); NaN/Inf and the zero vector are ``ValueError``s naming x. ``mask``
+    (flattened globally); NaN/Inf or the zero vector raise ``ValueError`` naming x. ``mask``
     (True = live) restricts the index to the live entries (``N`` = their number) without
     changing shapes. Sorts, so ``O(N log N)``: a comparison tool, not a hot-path measure.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import prune_jax as pj
+      >>> round(float(pj.gini_index(jnp.ones(4))), 4)                    # constant: 0
+      0.0
+      >>> round(float(pj.gini_index(jnp.array([0.0, 0.0, 3.0, 0.0]))), 4)  # one-hot: 1 - 1/4
+      0.75
     """
     leaves, n_live = _masked_leaves(x, mask, _leaves_of(x, "x"))
     dtype = _compute_dtype(leaves)
@@ -326,8 +351,23 @@ def pqi_retained_bound(x: PyTree, p: float = 0.5, q: float = 1.0, eta: float = 0
       eta: ``eta_r >= 0``.
 
     Returns:
-      The bound as a Python float (a real number, not rounded): power sums in float64
-      (:func:`unit_power_sums_f64`), the formula in float64 numpy on the host.
+      The bound as a Python float (a real number, not rounded): power sums reduced in
+      float64 on the device, the formula in float64 numpy on the host.
+
+    Example:
+      With ``eta = 0`` the bound is ``d`` for a constant vector and 1 for a one-hot vector;
+      ``eta > 0`` loosens it by the factor ``(1 + eta)^(-q/(q-p))`` (``1.5^-2`` for the
+      default (p, q) = (0.5, 1)):
+
+      >>> import jax.numpy as jnp
+      >>> import prune_jax as pj
+      >>> round(pj.pqi_retained_bound(jnp.ones(4)), 6)
+      4.0
+      >>> onehot = jnp.array([0.0, 0.0, 3.0, 0.0])
+      >>> round(pj.pqi_retained_bound(onehot), 6)
+      1.0
+      >>> round(pj.pqi_retained_bound(onehot, eta=0.5), 4), round(1.5 ** -2, 4)
+      (0.4444, 0.4444)
     """
     p, q = check_pq(p, q)
     eta = check_eta(eta)

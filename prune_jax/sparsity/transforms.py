@@ -56,6 +56,18 @@ def l1(strength: float, mask: MaskLike | None = None) -> optax.GradientTransform
       strength: ``lam >= 0``.
       mask: which leaves are penalised, as in ``optax.masked``: a pytree of bools (per leaf)
         or a callable ``params -> pytree of bools``; ``None`` penalises every leaf.
+
+    Example:
+      The gradient ``g`` becomes ``g + lam * sign(w)`` (here ``lam = 0.5``, ``g = 1``):
+
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> import prune_jax as pj
+      >>> w = jnp.array([-2.0, 0.0, 3.0])
+      >>> tx = pj.l1(0.5)
+      >>> updates, _ = tx.update(jnp.ones(3), tx.init(w), w)
+      >>> np.asarray(updates).tolist()
+      [0.5, 1.0, 1.5]
     """
     strength = _nonnegative(strength, "strength")
 
@@ -79,6 +91,20 @@ def l1_prox(threshold: float, mask: MaskLike | None = None) -> optax.GradientTra
     Args:
       threshold: soft-threshold ``>= 0`` applied per step.
       mask: which leaves are thresholded (as in :func:`l1`).
+
+    Example:
+      With a zero step the new weights are ``sign(w) * max(|w| - 0.5, 0)``: small weights
+      become exact zeros.
+
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> import optax
+      >>> import prune_jax as pj
+      >>> w = jnp.array([1.0, -0.25, 2.0])
+      >>> tx = pj.l1_prox(0.5)
+      >>> updates, _ = tx.update(jnp.zeros(3), tx.init(w), w)
+      >>> np.asarray(optax.apply_updates(w, updates)).tolist()
+      [0.5, 0.0, 1.5]
     """
     threshold = _nonnegative(threshold, "threshold")
 
@@ -109,6 +135,25 @@ def keep_pruned(mask: MaskLike) -> optax.GradientTransformation:
         a callable ``params -> mask``. It may be a traced ``jit`` argument: the transform has
         empty state, so the optimizer state does not depend on the mask, and the chain can be
         built inside the jitted step from the mask passed to it.
+
+    Example:
+      Three steps of SGD with momentum: the pruned entry stays exactly 0.0, the others move.
+
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> import optax
+      >>> import prune_jax as pj
+      >>> keep = jnp.array([True, False, True])
+      >>> w = pj.apply_mask(jnp.array([1.0, 2.0, 3.0]), keep)
+      >>> tx = optax.chain(optax.sgd(0.1, momentum=0.9), pj.keep_pruned(keep))
+      >>> state = tx.init(w)
+      >>> for _ in range(3):
+      ...     updates, state = tx.update(jnp.ones(3), state, w)
+      ...     w = optax.apply_updates(w, updates)
+      >>> [round(v, 4) for v in np.asarray(w).tolist()]
+      [0.439, 0.0, 2.439]
+      >>> float(w[1]) == 0.0
+      True
     """
     def update_fn(updates: PyTree, state: optax.EmptyState,
                   params: PyTree | None = None) -> tuple[PyTree, optax.EmptyState]:

@@ -2,9 +2,9 @@
 
 import shutil
 
+import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from prune_jax import data as D
@@ -54,7 +54,7 @@ def test_resume_equals_uninterrupted(digits, tmp_path):
     assert sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) == [2]
     resumed = train(model, variables, tr, info, cfg, epochs=4, checkpoint_dir=ck,
                     checkpoint_every=2, **kw)
-    jax.tree.map(np.testing.assert_array_equal, resumed.state.params, full.state.params)
+    chex.assert_trees_all_equal(resumed.state, full.state)
     assert resumed.history == full.history
 
 
