@@ -6,7 +6,7 @@ The public API is re-exported here and nothing else happens at import time. Subp
 :mod:`prune_jax.data`, :mod:`prune_jax.experiments` (pipelines) and :mod:`prune_jax.plots`.
 """
 
-from prune_jax import tree
+from prune_jax import sharding, tree
 from prune_jax.curvature import (
     LanczosResult,
     SpectralQuadrature,
@@ -18,6 +18,8 @@ from prune_jax.curvature import (
     hvp,
     hvp_operator,
     lanczos,
+    sharded_dataset_hvp,
+    sharded_hvp_operator,
     slq,
     slq_zero_mass,
     top_eigenvalues,
@@ -87,6 +89,9 @@ __all__ = [
     "projected_width_fraction",
     "prune_step",
     "sap_step",
+    "sharded_dataset_hvp",
+    "sharded_hvp_operator",
+    "sharding",
     "slq",
     "slq_zero_mass",
     "sparsity_report",

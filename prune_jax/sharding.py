@@ -40,6 +40,7 @@ __all__ = [
     "DATA_AXIS",
     "MODEL_AXIS",
     "ShardedBatches",
+    "check_axis",
     "fsdp_shardings",
     "make_mesh",
     "mesh_of",

@@ -164,13 +164,15 @@ def flat_operator(matvec: Partial, unravel: Callable[[Array], PyTree],
     return op
 
 
-def map_chunked(f: Callable[[Array], Any], xs: Array, batch_size: int) -> Any:
+def map_chunked(f: Callable[[Array], Any], xs: Array, batch_size: int, *,
+                sequential: bool = False) -> Any:
     """``vmap`` of ``f`` over ``xs``, chunked with ``lax.map`` when ``batch_size < len(xs)``.
 
-    ``batch_size == 1`` is a plain ``lax.map`` (one element at a time, no ``vmap``).
+    ``sequential=True``: a plain ``lax.map``, one element at a time and no ``vmap`` at all
+    (host-offloaded Lanczos bases need that; otherwise it is slower, so not the default).
     """
-    if batch_size >= xs.shape[0] and batch_size > 1:
-        return jax.vmap(f)(xs)
-    if batch_size == 1:  # a plain loop: no vmap (host-offloaded Lanczos bases need that)
+    if sequential:
         return jax.lax.map(f, xs)
+    if batch_size >= xs.shape[0]:
+        return jax.vmap(f)(xs)
     return jax.lax.map(f, xs, batch_size=batch_size)

@@ -55,11 +55,6 @@ class FlatLayout:
         n = mesh.size
         return cls(dim, -(-dim // n) * n, mesh)
 
-    @property
-    def sharded(self) -> bool:
-        """True when the vectors are split over a mesh."""
-        return self.mesh is not None
-
     def _sharding(self, ndim: int, memory_kind: str | None = None) -> NamedSharding:
         assert self.mesh is not None
         spec = P(*([None] * (ndim - 1)), tuple(self.mesh.axis_names))
@@ -100,10 +95,6 @@ class FlatLayout:
         if self.padded != self.dim:
             out = jnp.where(jnp.arange(self.padded) < self.dim, out, jnp.zeros((), out.dtype))
         return out
-
-    def vector_sharding(self) -> NamedSharding | None:
-        """The ``NamedSharding`` of one flat vector (``None`` without a mesh)."""
-        return None if self.mesh is None else self._sharding(1)
 
 
 def layout_operator(matvec: Partial, unravel: Any, dtype: Any,

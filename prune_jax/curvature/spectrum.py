@@ -202,7 +202,7 @@ def _slq_jit(matvec: Partial, key: Array, *, spec: LikeSpec, num_probes: int, nu
             alphas, betas, _ = lanczos_plain(op, z, num_steps, tol, layout=layout)
         return alphas, betas
 
-    return map_chunked(one, jax.random.split(key, num_probes), batch_size)
+    return map_chunked(one, jax.random.split(key, num_probes), batch_size, sequential=offload)
 
 
 @jax.jit(static_argnames=("spec", "num_steps", "tol", "layout", "offload"))

@@ -19,7 +19,7 @@ _NEURON, _RELU, _WEIGHT, _MASK = "tab:red", "tab:orange", "tab:blue", "tab:green
 
 
 def _panels(n: int, title: str) -> tuple[Figure, list[Axes]]:
-    fig = Figure(figsize=(3.6 * n, 3.4), layout="constrained")
+    fig = Figure(figsize=(max(3.6 * n, 5.0), 3.6), layout="constrained")
     axes = list(np.atleast_1d(fig.subplots(1, n, squeeze=False)[0]))
     fig.suptitle(title, fontsize=10)
     return fig, axes
@@ -31,12 +31,16 @@ def _finite(x: np.ndarray, y: object) -> tuple[np.ndarray, np.ndarray]:
     return x[ok], y[ok]
 
 
+def _slope_text(slope: float) -> str:
+    return "slope n/a: censored" if np.isnan(slope) else f"slope {slope:.2f}"
+
+
 def _lower_series(ax: Axes, inv_eps: np.ndarray, arm: dict[str, Any], color: str,
                   label: str) -> None:
     median = np.asarray(arm["lower_median"], np.float64)
     censored = np.asarray(arm["lower_median_censored"], bool)
     ax.plot(inv_eps, median, "-", color=color,
-            label=f"{label} (slope {arm['slopes']['loglog']:.2f})")
+            label=f"{label} ({_slope_text(arm['slopes']['loglog'])})")
     ax.plot(inv_eps[~censored], median[~censored], "o", color=color, ms=4)
     ax.plot(inv_eps[censored], median[censored], "^", mfc="none", color=color, ms=6)
     ax.plot(inv_eps, arm["lower_p90"], "--", color=color, lw=0.8, alpha=0.7)
@@ -46,12 +50,12 @@ def plot_widths(results: dict[str, Any]) -> Figure:
     """N_h (log) against 1/eps (log2) per d: certified neuron lower bound vs weight upper bound.
 
     Solid: median over seeds; dashed: 90th percentile; hollow triangles: lower bounds limited
-    by the largest width tried. Grey: the theory's rates (slope-1 ``1/eps`` line, and
-    ``log(1/eps)``), anchored at a measured point.
+    by the largest width tried. Grey: the theory's rates (slope-1 ``1/eps`` line through the
+    smallest eps the neuron bound resolves, and ``log(1/eps)`` through the middle weight point).
     """
     inv_eps = 2.0 ** np.asarray(results["inv_eps_log2"], np.float64)
     dims = list(results["per_d"])
-    fig, axes = _panels(len(dims), "Width needed to reach sup error eps (median, dashed = p90)")
+    fig, axes = _panels(len(dims), "Width N_h needed for sup error eps (median; dashed: p90)")
     for ax, d in zip(axes, dims, strict=True):
         res = results["per_d"][d]
         _lower_series(ax, inv_eps, res["neuron"], _NEURON, "neuron LB")
@@ -63,12 +67,12 @@ def plot_widths(results: dict[str, Any]) -> Figure:
         w = res["weight"]
         x, y = _finite(inv_eps, w["upper_median"])
         ax.plot(x, y, "-o", color=_WEIGHT, ms=4,
-                label=f"weight UB (slope {w['slopes']['loglog']:.2f})")
+                label=f"weight UB ({_slope_text(w['slopes']['loglog'])})")
         ax.plot(*_finite(inv_eps, w["upper_p90"]), "--", color=_WEIGHT, lw=0.8, alpha=0.7)
         n_lb = np.asarray(res["neuron"]["lower_median"], np.float64)
         anchor = np.flatnonzero((n_lb > 1) & ~np.asarray(res["neuron"]["lower_median_censored"]))
-        if anchor.size:
-            i = anchor[0]
+        if anchor.size:  # anchored in the asymptotic regime: the smallest eps resolved
+            i = anchor[-1]
             ax.plot(inv_eps, n_lb[i] * inv_eps / inv_eps[i], color="grey", lw=0.8, ls="--",
                     label="theory: 1/eps")
         if x.size:
@@ -88,7 +92,7 @@ def plot_errors(results: dict[str, Any]) -> Figure:
     """Sup error bounds against N_h per d: neuron LP lower bounds, the weight certificate,
     the best neuron subsets found (d = 2) and the supermask illustration."""
     dims = list(results["per_d"])
-    fig, axes = _panels(len(dims), "Error against width (thin: seeds, thick: median)")
+    fig, axes = _panels(len(dims), "Error bounds against width (thin: seeds; thick: median)")
     for ax, d in zip(axes, dims, strict=True):
         res = results["per_d"][d]
         arms = [("neuron", "lower", _NEURON, "neuron LB")]
@@ -101,6 +105,11 @@ def plot_errors(results: dict[str, Any]) -> Figure:
             for v in values:
                 ax.plot(widths, v, color=color, lw=0.4, alpha=0.5)
             ax.plot(widths, np.median(values, 0), color=color, lw=1.6, label=label)
+            if arm == "neuron":  # over the upper half of the widths, where the fit is made
+                upper = widths >= np.sqrt(widths[0] * widths[-1])
+                ref = np.median(values, 0)[-1] * widths[-1] / widths[upper]
+                ax.plot(widths[upper], ref, color="grey", lw=0.8, ls="--",
+                        label=f"reference 1/N (fit: slope {res[arm]['lower_curve_slope']:.2f})")
         if res["neuron"]["found_exact"]:
             curves = res["neuron"]["curves"]
             found = np.median([c["found"] for c in curves], 0)

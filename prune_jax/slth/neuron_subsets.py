@@ -24,7 +24,7 @@ from prune_jax.slth._checks import check_int, check_shape
 from prune_jax.slth._shapes import bucket
 from prune_jax.slth.networks import Pool, neuron_net
 from prune_jax.slth.neuron_lp import CuttingPlanes, features, initial_points
-from prune_jax.slth.supnorm import sup_error, sup_error_2d_batch, worst_points
+from prune_jax.slth.supnorm import SupSearch, sup_error, sup_error_2d_batch, worst_points
 from prune_jax.tree import Array
 
 __all__ = [
@@ -129,11 +129,12 @@ def local_search_2d(w_star: object, pool: Pool, start: object | None = None,
 
 
 def rounded_subset(key: Array, w_star: object, pool: Pool, s: object,
-                   output_relu: bool = False, n_random: int = 16) -> Subset:
+                   output_relu: bool = False, n_random: int = 16,
+                   search: SupSearch | None = None) -> Subset:
     """Round a relaxed solution ``s`` in [0,1]^N: threshold 1/2 and ``n_random`` Bernoulli(s).
 
     The best candidate's error is EXACT in d = 2 (an upper bound on the best subset's error),
-    a lower estimate in d > 2.
+    a lower estimate in d > 2 (by ``search``).
     """
     w_star = np.asarray(w_star, np.float64)
     s = np.clip(np.asarray(s, np.float64), 0.0, 1.0)
@@ -146,7 +147,8 @@ def rounded_subset(key: Array, w_star: object, pool: Pool, s: object,
         return _best(w_star, pool, keep, output_relu)
     p = _pool64(pool)
     with jax.enable_x64(True):
-        errors = [sup_error(k, w_star, neuron_net(p, m), output_relu).value
+        errors = [sup_error(k, w_star, neuron_net(p, m), output_relu,
+                            SupSearch() if search is None else search).value
                   for k, m in zip(jax.random.split(key, keep.shape[0]), keep, strict=True)]
     i = int(np.argmin(errors))
     return Subset(keep[i], float(errors[i]), False)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prune_jax.slth._checks import check_int
-from prune_jax.slth._shapes import bucket, pad_axis
+from prune_jax.slth._shapes import pad_axis
 from prune_jax.tree import Array
 
 __all__ = ["MAX_ITEMS", "SubsetSum", "subset_sum", "subset_sum_brute_force"]
@@ -64,6 +64,7 @@ def _mitm(values: Array, target: Array) -> tuple[Array, Array]:
 
 
 _mitm_batched = jax.jit(jax.vmap(_mitm))
+_CHUNK = 16  # instances per call: one compiled shape per item bucket
 
 
 def _as_instances(values: object, target: object) -> tuple[np.ndarray, np.ndarray]:
@@ -95,16 +96,20 @@ def subset_sum(values: object, target: object, *, max_items: int = MAX_ITEMS) ->
     if n == 0:
         return SubsetSum(-target, np.zeros(values.shape, bool))
     # Zero padding (items of value 0, instances of target 0) changes no optimum and keeps the
-    # compiled shapes few: items to a multiple of 4, instances to a power of two.
+    # compiled shapes few: items to a multiple of 4, instances to chunks of 16.
     batch = values.shape[:-1]
     flat_v, flat_t = values.reshape(-1, n), target.reshape(-1)
     b = flat_t.size
-    flat_v = pad_axis(pad_axis(flat_v, -(-n // 4) * 4, axis=1), bucket(b), axis=0)
-    flat_t = pad_axis(flat_t, bucket(b))
+    size = -(-b // _CHUNK) * _CHUNK
+    flat_v = pad_axis(pad_axis(flat_v, -(-n // 4) * 4, axis=1), size, axis=0)
+    flat_t = pad_axis(flat_t, size)
     with jax.enable_x64(True):
-        residual, chosen = _mitm_batched(jnp.asarray(flat_v), jnp.asarray(flat_t))
-    return SubsetSum(np.asarray(residual)[:b].reshape(batch),
-                     np.asarray(chosen)[:b, :n].reshape(*batch, n))
+        parts = [_mitm_batched(jnp.asarray(v), jnp.asarray(t)) for v, t in
+                 zip(np.split(flat_v, size // _CHUNK), np.split(flat_t, size // _CHUNK),
+                     strict=True)]
+    residual = np.concatenate([np.asarray(r) for r, _ in parts])
+    chosen = np.concatenate([np.asarray(c) for _, c in parts])
+    return SubsetSum(residual[:b].reshape(batch), chosen[:b, :n].reshape(*batch, n))
 
 
 def subset_sum_brute_force(values: object, target: object) -> SubsetSum:

@@ -144,7 +144,7 @@ def _prepared(w_star: Array, net: Net, d: int | None = None
     """Validate, then pad with zero units on the host (``u = 0``, ``c = 0`` change no value):
     the jitted kernels see a few bucketed widths instead of one shape per width."""
     _check_net(w_star, net, d)
-    size = bucket(np.shape(net.u)[0])
+    size = bucket(np.shape(net.u)[0], smallest=16)
     return np.asarray(w_star), pad_axis(net.u, size), pad_axis(net.c, size)
 
 
@@ -179,20 +179,26 @@ def sup_error_2d(w_star: Array, net: Net, output_relu: bool = False) -> SupResul
     return _host(_sup_2d(*_prepared(w_star, net, 2), output_relu))
 
 
+_CHUNK = 16  # networks per call of the batched kernel: one compiled shape per width bucket
+
+
 @partial(jax.jit, static_argnames="output_relu")
 def _batch_2d(w_star: Array, u: Array, c: Array, output_relu: bool) -> Array:
-    one = lambda ci: jnp.max(_arc_maxima(w_star, u, ci, output_relu)[0])
-    return jax.lax.map(one, c, batch_size=16)
+    return jax.vmap(lambda ci: jnp.max(_arc_maxima(w_star, u, ci, output_relu)[0]))(c)
 
 
 def sup_error_2d_batch(w_star: Array, u: Array, c: Array, output_relu: bool = False
                        ) -> np.ndarray:
-    """EXACT sup errors (B,) of the networks ``Net(u, c[b])`` sharing hidden weights, d = 2."""
+    """EXACT sup errors (B,) of the networks ``Net(u, c[b])`` sharing hidden weights, d = 2.
+
+    Vectorised over chunks of 16 networks (a host loop over chunks bounds the memory).
+    """
     check_shape(c, (None, np.shape(u)[0]), "c")
     n_nets = np.shape(c)[0]
     w_star, u, _ = _prepared(w_star, Net(u, np.asarray(c)[0]), 2)
-    c = pad_axis(pad_axis(c, u.shape[0], axis=1), bucket(n_nets), axis=0)
-    return np.asarray(_batch_2d(w_star, u, c, output_relu))[:n_nets]
+    c = pad_axis(pad_axis(c, u.shape[0], axis=1), -(-n_nets // _CHUNK) * _CHUNK, axis=0)
+    errors = [_batch_2d(w_star, u, chunk, output_relu) for chunk in np.split(c, len(c) // _CHUNK)]
+    return np.concatenate([np.asarray(e) for e in errors])[:n_nets]
 
 
 @partial(jax.jit, static_argnames=("output_relu", "n_points"))

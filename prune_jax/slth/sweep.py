@@ -150,7 +150,8 @@ def neuron_curve(key: Array, problem: Problem, widths: object, output_relu: bool
         lp = bound(k_lp, problem.w_star, pool, cuts, points)
         points = lp.points if d > 2 else None
         lower.append(lp.lower)
-        best = rounded_subset(k_round, problem.w_star, pool, lp.s, output_relu, n_random)
+        best = rounded_subset(k_round, problem.w_star, pool, lp.s, output_relu, n_random,
+                              cuts.search if cuts is not None else None)
         if d == 2 and n <= search_max_width:
             starts = (best.keep, None)
             best = min((local_search_2d(problem.w_star, pool, start, output_relu, search_steps)

@@ -36,3 +36,12 @@ def test_config_validation_names_the_flag() -> None:
         gap.resolve(gap.Config(smoke=True, full=True))
     with pytest.raises(ValueError, match="--relu-dims"):
         gap.resolve(gap.Config(relu_dims=(3,)))
+    with pytest.raises(ValueError, match="--width-factor"):
+        gap.resolve(gap.Config(width_factor=1.0))
+
+
+def test_full_configuration_widens_the_sweep() -> None:
+    default, full = gap.resolve(gap.Config()), gap.resolve(gap.Config(full=True))
+    assert full.dims == default.dims == (2, 4, 8, 16)
+    assert full.seeds >= 10 and full.relu_dims == full.dims
+    assert full.neuron_max_widths == tuple(2 * n for n in default.neuron_max_widths)

@@ -88,3 +88,20 @@ def test_curves_on_a_tiny_problem() -> None:
         neuron_curve(jax.random.key(1), problem, [8, 4])
     with pytest.raises(ValueError, match="pool has"):
         neuron_curve(jax.random.key(1), problem, [64])
+
+
+@pytest.mark.slow
+def test_rates_in_2d_over_seeds() -> None:
+    """The science claim, d = 2, 5 seeds: the neuron LP bound falls like 1/N (median ratio
+    LB(512) / LB(64) near 1/8); the weight certificate reaches 2^-14 with at most 14/4 times
+    the units it needs for 2^-4 (N proportional to log(1/eps); sqrt(1/eps) would give 32x)."""
+    ratios, weight = [], []
+    for seed in range(5):
+        problem = make_problem(jax.random.fold_in(jax.random.key(7), seed), 2, 512)
+        curve = neuron_curve(jax.random.key(seed), problem, [64, 512], search_max_width=0)
+        ratios.append(curve.lower[1] / curve.lower[0])
+        cert = weight_curve(problem, max_items=28).certificate
+        n = np.arange(cert.size)
+        weight.append(upper_bound_width(n, cert, 2.0**-14) / upper_bound_width(n, cert, 2.0**-4))
+    assert 1 / 32 <= np.median(ratios) <= 1 / 3
+    assert np.median(weight) <= 14 / 4
