@@ -136,6 +136,9 @@ def sharded_dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, v: PyT
                         data_axis: str = DATA_AXIS) -> PyTree:
     """One data-parallel full-data-set HVP (:func:`sharded_hvp_operator` applied to ``v``).
 
+    ``(sum_b n_b H_b v) / (sum_b n_b)`` (SPEC 1.1), the batches split over ``data_axis`` of
+    ``mesh``; equals :func:`~prune_jax.curvature.dataset_hvp` up to rounding.
+
     Example:
         >>> loss = lambda p, b: jnp.mean((b @ p) ** 2)
         >>> sharded_dataset_hvp(loss, jnp.ones(2), jnp.ones((3, 5, 2)), jnp.array([1.0, 0.0]),

@@ -200,9 +200,15 @@ def hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree | None = None,
     models: ``loss_fn`` fixes the mode; the toolkit's default is inference mode.
 
     Example:
-        >>> op = hvp_operator(lambda p, b: jnp.mean((b @ p) ** 2), jnp.ones(3),
-        ...                   jnp.ones((4, 8, 3)))          # 4 batches of 8 examples
-        >>> top_eigenvalues(op, jnp.ones(3), key=jax.random.key(0), k=1, num_steps=3)
+        >>> import jax, jax.numpy as jnp
+        >>> from prune_jax.curvature import top_eigenvalues
+        >>> loss = lambda p, b: jnp.mean((b @ p) ** 2)      # here H = 2 * ones((3, 3))
+        >>> op = hvp_operator(loss, jnp.ones(3), jnp.ones((4, 8, 3)))  # 4 batches of 8
+        >>> op(jnp.array([1.0, 0.0, 0.0]))
+        Array([2., 2., 2.], dtype=float32)
+        >>> top = top_eigenvalues(op, jnp.ones(3), key=jax.random.key(0), k=1, num_steps=3)
+        >>> round(float(top.eigenvalues[0]), 4)             # the eigenvalue 2 * 3
+        6.0
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")

@@ -37,7 +37,7 @@ __all__ = ["LanczosResult", "RitzDecomposition", "default_tol", "lanczos", "trid
 
 
 class LanczosResult(NamedTuple):
-    """Output of :func:`lanczos`: ``T_m = tridiag(betas[:-1], alphas, betas[:-1])``.
+    """Output of :func:`lanczos` (SPEC 1.2): ``T_m = tridiag(betas[:-1], alphas, betas[:-1])``.
 
     Attributes:
         alphas: ``(m,)`` diagonal of ``T_m``.
@@ -287,12 +287,17 @@ def lanczos_plain(op: Any, x0: Array, num_steps: int, tol: float, *,
 
 
 def default_tol(dtype: Any, reorthogonalize: bool) -> float:
-    """Default relative breakdown tolerance (times the running estimate of ``||A||``).
+    """Default relative breakdown tolerance (times the running estimate of ``||A||``; SPEC 1.2).
 
     ``32 eps`` with re-orthogonalisation (a small ``beta`` above it is harmless: the next
     vector is re-orthogonalised anyway); ``sqrt(eps)`` without, where a ``beta`` at rounding
     level would otherwise turn the recurrence into noise (it stops instead, with an
     eigenvalue perturbation of at most ``sqrt(eps) ||A||``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> default_tol(jnp.float32, True) == 32 * float(jnp.finfo(jnp.float32).eps)
+        True
     """
     eps = float(jnp.finfo(dtype).eps)
     return 32.0 * eps if reorthogonalize else float(np.sqrt(eps))
@@ -367,9 +372,14 @@ def lanczos(matvec: Matvec, v0: PyTree, num_steps: int, *, reorthogonalize: bool
     raise ``ValueError`` after the loop.
 
     Example:
-        >>> op = Partial(lambda v: jnp.arange(1.0, 6.0) * v)       # diag(1..5)
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from jax.tree_util import Partial
+        >>> op = Partial(lambda v: jnp.arange(1.0, 6.0) * v)       # diag(1, ..., 5)
         >>> res = lanczos(op, jnp.ones(5), 5)
-        >>> tridiagonal_eigh(res.alphas, res.betas).values       # ~[1, 2, 3, 4, 5]
+        >>> res.alphas.shape, res.betas.shape
+        ((5,), (5,))
+        >>> np.round(tridiagonal_eigh(res.alphas, res.betas).values, 4).tolist()
+        [1.0, 2.0, 3.0, 4.0, 5.0]
     """
     op = as_operator(matvec)
     check_tree(v0, "v0")

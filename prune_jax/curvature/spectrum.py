@@ -55,7 +55,11 @@ __all__ = [
 
 
 class Estimate(NamedTuple):
-    """A Monte-Carlo estimate with its standard error across probes (NaN for one probe)."""
+    """A Monte-Carlo estimate with its standard error across probes (SPEC 1.3).
+
+    ``stderr`` is the sample standard deviation over probes divided by ``sqrt(num_probes)``
+    (NaN for a single probe).
+    """
 
     estimate: float
     stderr: float
@@ -76,17 +80,26 @@ class TraceEstimate(NamedTuple):
 
 
 class TopEigenpairs(NamedTuple):
-    """Top-k Ritz pairs of one Lanczos run (SPEC 1.3), largest first.
+    """Top-k Ritz pairs of one Lanczos run (SPEC 1.2, 1.3), largest first.
 
     Attributes:
-        eigenvalues: ``(k,)`` float64 Ritz values, descending.
-        eigenvectors: Ritz vectors as a pytree shaped like ``like`` with a leading axis ``k``.
-        residuals: ``(k,)`` float64 residual bounds ``|beta_m s_{m,k}|`` (``~ ||H y - theta y||``).
+        eigenvalues: ``(k,)`` float64 Ritz values ``theta_k``, descending.
+        eigenvectors: unit Ritz vectors ``y_k`` as a pytree shaped like ``like`` with a leading
+            axis ``k``.
+        residuals: ``(k,)`` float64 *true* residual norms ``||H y_k - theta_k y_k||_2`` of the
+            returned vectors, from ``k`` extra products with the operator: the convergence
+            certificate. They are computed in the operator's dtype, so they have a rounding
+            floor of about ``eps ||H||`` (``~1e-7 ||H||`` in float32).
+        lanczos_residuals: ``(k,)`` float64 Lanczos estimates ``|beta_m s_{m,k}|`` (SPEC 1.2)
+            from the float64 tridiagonal ``T_m``. They equal the true residuals in exact
+            arithmetic but ignore rounding in the basis: a converged pair may show 0 or
+            ``1e-30`` here while its true residual is at the rounding floor.
     """
 
     eigenvalues: np.ndarray
     eigenvectors: PyTree
     residuals: np.ndarray
+    lanczos_residuals: np.ndarray
 
 
 class SpectralQuadrature(NamedTuple):
@@ -129,7 +142,12 @@ class SpectralQuadrature(NamedTuple):
         """Quadrature estimate of ``(1/D) sum_i f(lambda_i)``, averaged over probes.
 
         Example:
-            >>> trace = q.expect(lambda x: x) * q.dim
+            >>> import numpy as np
+            >>> q = SpectralQuadrature(np.array([[1.0, 3.0]]), np.array([[0.5, 0.5]]), dim=4)
+            >>> q.expect(lambda x: x) * q.dim        # trace estimate
+            8.0
+            >>> q.expect(lambda x: x ** 2)           # (1/D) sum_i lambda_i^2
+            5.0
         """
         return float(np.mean(self.per_probe(f)))
 
@@ -217,18 +235,45 @@ def _top_jit(matvec: Partial, key: Array, *, spec: LikeSpec, num_steps: int,
                           storage=storage)
 
 
-@jax.jit(static_argnames=("spec", "layout"))
-def _ritz_vectors(basis: Array, coeffs: Array, *, spec: LikeSpec,
-                  layout: FlatLayout | None = None) -> PyTree:
+def _unit_pairs(matvec: Partial, vectors: Array, thetas: Array, *, spec: LikeSpec,
+                layout: FlatLayout, batch_size: int) -> tuple[PyTree, Array]:
+    """Normalise the flat (padded) Ritz vectors and compute ``||H y - theta y||_2`` for each.
+
+    The ``k`` products with the operator are vmapped (chunked with ``lax.map`` when
+    ``batch_size < k``); padding entries are zero in ``y`` and in ``H y``.
+    """
+    op = layout_operator(matvec, spec.unravel(), spec.dtype, layout)
+    norms = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
+    vectors = layout.constrain(vectors / jnp.where(norms > 0, norms, 1).astype(vectors.dtype))
+
+    def residual(yt: tuple[Array, Array]) -> Array:
+        y, theta = yt
+        return jnp.linalg.norm(op(y) - theta.astype(y.dtype) * y)
+
+    if batch_size >= thetas.shape[0]:
+        res = jax.vmap(residual)((vectors, thetas))
+    else:
+        res = jax.lax.map(residual, (vectors, thetas), batch_size=batch_size)
+    return jax.vmap(spec.unravel())(layout.unpad(vectors)), res
+
+
+@jax.jit(static_argnames=("spec", "layout", "batch_size"))
+def _ritz_pairs(matvec: Partial, basis: Array, coeffs: Array, thetas: Array, *,
+                spec: LikeSpec, layout: FlatLayout | None = None,
+                batch_size: int = 1) -> tuple[PyTree, Array]:
+    """Unit Ritz vectors ``S^T Q`` and their true residuals, from a device basis."""
     layout = _layout(spec, layout)
     vectors = jnp.matmul(coeffs.astype(basis.dtype), basis, precision=jax.lax.Precision.HIGHEST)
-    return jax.vmap(spec.unravel())(layout.unpad(layout.constrain(vectors)))
+    return _unit_pairs(matvec, layout.constrain(vectors), thetas, spec=spec, layout=layout,
+                       batch_size=batch_size)
 
 
-@jax.jit(static_argnames=("spec", "layout"))
-def _ritz_vectors_offloaded(basis: Array, coeffs: Array, *, spec: LikeSpec,
-                            layout: FlatLayout) -> PyTree:
-    """``S^T Q`` from a host-memory basis, one block of rows at a time (``HostBasis``)."""
+@jax.jit(static_argnames=("spec", "layout", "batch_size"))
+def _ritz_pairs_offloaded(matvec: Partial, basis: Array, coeffs: Array, thetas: Array, *,
+                          spec: LikeSpec, layout: FlatLayout,
+                          batch_size: int = 1) -> tuple[PyTree, Array]:
+    """``S^T Q`` from a host-memory basis, one block of rows at a time (``HostBasis``), then
+    as :func:`_ritz_pairs` (the residual products do not touch the host basis)."""
     storage = HostBasis.for_steps(layout, coeffs.shape[1])
     block = storage.block
     rows = basis.shape[0]
@@ -241,7 +286,8 @@ def _ritz_vectors_offloaded(basis: Array, coeffs: Array, *, spec: LikeSpec,
 
     acc0 = layout.constrain(jnp.zeros((coeffs.shape[0], basis.shape[1]), basis.dtype))
     vectors = jax.lax.fori_loop(0, rows // block, body, acc0)
-    return jax.vmap(spec.unravel())(layout.unpad(vectors))
+    return _unit_pairs(matvec, vectors, thetas, spec=spec, layout=layout,
+                       batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------- validation
@@ -285,13 +331,23 @@ def probe_device_rows(num_steps: int, reorthogonalize: bool, offload_basis: bool
 
 def top_eigenvalues(matvec: Matvec, like: PyTree, *, key: Array, k: int, num_steps: int,
                     by_magnitude: bool = False, tol: float | None = None,
-                    mesh: Mesh | None = None, offload_basis: bool = False) -> TopEigenpairs:
+                    mesh: Mesh | None = None, offload_basis: bool = False,
+                    batch_size: int | None = None) -> TopEigenpairs:
     """Top-``k`` eigenpairs from one re-orthogonalised Lanczos run (SPEC 1.2, 1.3).
 
     Starts from a Rademacher vector drawn from ``key``; the Ritz pairs of ``T_m``
     (``m = num_steps``, ``k <= m <= D``) are ranked by algebraic value (``by_magnitude=False``,
-    largest first) or by ``|theta|``. Residuals ``|beta_m s_{m,k}|`` say which have converged.
-    Extremal eigenvalues converge first; ``num_steps`` of a few times ``k`` is typical.
+    largest first) or by ``|theta|``. Extremal eigenvalues converge first; ``num_steps`` of a
+    few times ``k`` is typical.
+
+    Convergence: ``.residuals`` are the true residual norms ``||H y_k - theta_k y_k||_2`` of
+    the returned unit Ritz vectors, from ``k`` extra products with the operator (vmapped;
+    ``batch_size``, default all ``k``, chunks them with ``lax.map``, each product in flight
+    holding the activations of one HVP). This is the certificate: some eigenvalue of ``H``
+    lies within ``residuals[k]`` of ``theta_k``. It has a rounding floor of about
+    ``eps ||H||`` in the operator's dtype. ``.lanczos_residuals`` are the Lanczos estimates
+    ``|beta_m s_{m,k}|`` of SPEC 1.2 (free, from ``T_m`` in float64; they ignore rounding and
+    can be 0 for a converged pair).
 
     ``offload_basis=True`` keeps the ``(m + 1, D)`` basis in host memory and forms the Ritz
     vectors from it block by block; ``mesh`` splits the flat vectors and the basis over the
@@ -299,15 +355,23 @@ def top_eigenvalues(matvec: Matvec, like: PyTree, *, key: Array, k: int, num_ste
     ``docs/scaling.md``.
 
     Example:
-        >>> op = hvp_operator(loss_fn, params, batches)
-        >>> top = top_eigenvalues(op, params, key=jax.random.key(0), k=5, num_steps=40)
-        >>> top.eigenvalues, top.residuals
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from jax.tree_util import Partial
+        >>> op = Partial(lambda v: jnp.arange(1.0, 6.0) * v)       # diag(1, ..., 5)
+        >>> top = top_eigenvalues(op, jnp.zeros(5), key=jax.random.key(0), k=2, num_steps=5)
+        >>> np.round(top.eigenvalues, 4).tolist()
+        [5.0, 4.0]
+        >>> np.abs(np.round(np.asarray(top.eigenvectors), 4)).tolist()  # e_5, e_4
+        [[0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0, 0.0]]
+        >>> bool(np.all(top.residuals < 1e-5))      # ||H y - theta y||: float32 rounding only
+        True
     """
     op, spec, key = _setup(matvec, like, key)
     num_steps = check_int(num_steps, "num_steps", low=1, high=spec.size)
     k = check_int(k, "k", low=1, high=num_steps)
     _check_bool(by_magnitude, "by_magnitude")
     offload_basis = _check_bool(offload_basis, "offload_basis")
+    batch_size = k if batch_size is None else check_int(batch_size, "batch_size", low=1)
     tol = resolve_tol(tol, spec.dtype, True)
     layout = FlatLayout.of(spec.size, resolve_mesh(mesh, op, like))
     alphas, betas, basis = _top_jit(op, key, spec=spec, num_steps=num_steps, tol=tol,
@@ -317,11 +381,13 @@ def top_eigenvalues(matvec: Matvec, like: PyTree, *, key: Array, k: int, num_ste
     rank = np.abs(ritz.values) if by_magnitude else ritz.values
     order = np.argsort(-rank, kind="stable")[:k]
     coeffs = jnp.asarray(ritz.vectors[:, order].T)
-    if offload_basis:
-        vectors = _ritz_vectors_offloaded(basis, coeffs, spec=spec, layout=layout)
-    else:
-        vectors = _ritz_vectors(basis, coeffs, spec=spec, layout=layout)
-    return TopEigenpairs(ritz.values[order], vectors, ritz.residuals[order])
+    thetas = jnp.asarray(ritz.values[order], spec.dtype)
+    pairs = _ritz_pairs_offloaded if offload_basis else _ritz_pairs
+    vectors, residuals = pairs(op, basis, coeffs, thetas, spec=spec, layout=layout,
+                               batch_size=min(batch_size, k))
+    check_finite_result(residuals, "matvec (Ritz residuals)")
+    return TopEigenpairs(ritz.values[order], vectors,
+                         np.asarray(residuals, dtype=np.float64), ritz.residuals[order])
 
 
 def hutchinson_trace(matvec: Matvec, like: PyTree, *, key: Array, num_probes: int,
@@ -371,8 +437,16 @@ def slq(matvec: Matvec, like: PyTree, *, key: Array, num_probes: int, num_steps:
     ``< 2 m``). ``mesh``: see :func:`lanczos` (default: the operator's or ``like``'s).
 
     Example:
-        >>> q = slq(op, params, key=jax.random.key(0), num_probes=16, num_steps=60)
-        >>> q.expect(lambda x: x) * q.dim        # trace estimate, q.stderr(...) its error
+        >>> import jax, jax.numpy as jnp
+        >>> from jax.tree_util import Partial
+        >>> op = Partial(lambda v: jnp.arange(1.0, 6.0) * v)       # diag(1, ..., 5)
+        >>> q = slq(op, jnp.zeros(5), key=jax.random.key(0), num_probes=4, num_steps=5)
+        >>> q.nodes.shape, q.weights.shape
+        ((4, 5), (4, 5))
+        >>> round(q.expect(lambda x: x) * q.dim, 4)         # trace (q.stderr(f): its error)
+        15.0
+        >>> round(q.expect(lambda x: x ** 2) * q.dim, 3)    # ||H||_F^2 = 1 + 4 + ... + 25
+        55.0
     """
     op, spec, key = _setup(matvec, like, key)
     num_probes = check_int(num_probes, "num_probes", low=1)

@@ -94,8 +94,13 @@ def hessian_row_zero_mass(matvec: Matvec, params: PyTree, *, num_rows: int = 100
     count as zero directions. Reference defaults: 100 rows, ``tol = 1e-7`` (absolute).
 
     Example:
-        >>> zm = hessian_row_zero_mass(hvp_operator(loss_fn, params, batches), params)
-        >>> zm.fraction, slq_zero_mass(q, tol=1e-4).estimate
+        >>> import jax.numpy as jnp
+        >>> from prune_jax.curvature import hvp_operator
+        >>> loss = lambda p: jnp.sum(p[2:] ** 2)                    # H = diag(0, 0, 2, 2)
+        >>> params = jnp.array([1.0, 2.0, 3.0, 4.0])
+        >>> zm = hessian_row_zero_mass(hvp_operator(loss, params), params, num_rows=4)
+        >>> zm.fraction, zm.row_l1.tolist(), zm.indices.tolist()
+        (0.5, [0.0, 0.0, 2.0, 2.0], [0, 1, 2, 3])
     """
     op = as_operator(matvec)
     spec = LikeSpec.of(params, "params")
@@ -121,7 +126,14 @@ def slq_zero_mass(quadrature: SpectralQuadrature, *, tol: float) -> Estimate:
     probes; compare it with :func:`hessian_row_zero_mass`.
 
     Example:
-        >>> slq_zero_mass(slq(op, params, key=key, num_probes=8, num_steps=50), tol=1e-3)
+        >>> import jax, jax.numpy as jnp
+        >>> from jax.tree_util import Partial
+        >>> from prune_jax.curvature import slq
+        >>> op = Partial(lambda v: jnp.array([0.0, 0.0, 1.0, 2.0]) * v)  # half at 0
+        >>> q = slq(op, jnp.zeros(4), key=jax.random.key(0), num_probes=8, num_steps=3)
+        >>> est = slq_zero_mass(q, tol=1e-3)
+        >>> round(est.estimate, 4), round(est.stderr, 4)
+        (0.5, 0.0)
     """
     if not isinstance(quadrature, SpectralQuadrature):
         raise TypeError("quadrature must be a SpectralQuadrature (from slq), "
@@ -133,14 +145,19 @@ def slq_zero_mass(quadrature: SpectralQuadrature, *, tol: float) -> Estimate:
 
 
 def add_zero_atom(quadrature: SpectralQuadrature, mass: float) -> SpectralQuadrature:
-    """The reference code's correction: put ``mass`` at ``lambda = 0``, rescale the rest.
+    """The reference code's correction: put ``mass`` at ``lambda = 0``, rescale the rest (SPEC 1.3).
 
     Each probe gets one more node at 0 with weight ``mass``; its other weights are multiplied
     by ``1 - mass`` (rows still sum to 1). ``mass`` is a fraction in ``[0, 1]``, e.g.
     ``hessian_row_zero_mass(...).fraction``.
 
     Example:
-        >>> q0 = add_zero_atom(q, hessian_row_zero_mass(op, params).fraction)
+        >>> import numpy as np
+        >>> from prune_jax.curvature import SpectralQuadrature
+        >>> q = SpectralQuadrature(np.array([[1.0, 3.0]]), np.array([[0.5, 0.5]]), dim=4)
+        >>> q0 = add_zero_atom(q, 0.25)             # e.g. hessian_row_zero_mass(...).fraction
+        >>> q0.nodes.tolist(), q0.weights.tolist()
+        ([[1.0, 3.0, 0.0]], [[0.375, 0.375, 0.25]])
     """
     if not isinstance(quadrature, SpectralQuadrature):
         raise TypeError("quadrature must be a SpectralQuadrature (from slq), "

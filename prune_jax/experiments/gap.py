@@ -115,7 +115,7 @@ def _neuron_summary(curves: list[S.NeuronCurve], eps: np.ndarray) -> dict[str, A
     """Per-eps required widths of the neuron arm: certified lower bounds and subsets found."""
     lower = [[S.lower_bound_width(c.widths, c.lower, e) for c in curves] for e in eps]
     found = [[S.upper_bound_width(c.widths, c.found, e) for c in curves] for e in eps]
-    q_lower = [S.quantiles([w for w, _ in row]) for row in lower]
+    q_lower = [S.quantiles([b.width for b in row]) for row in lower]
     q_found = [S.quantiles(row) for row in found]
     largest = int(curves[0].widths[-1])
     widths = np.asarray(curves[0].widths)
@@ -126,8 +126,8 @@ def _neuron_summary(curves: list[S.NeuronCurve], eps: np.ndarray) -> dict[str, A
         # tried: -1 is the 1/N (hence 1/eps) rate
         "lower_curve_slope": S.loglog_slope(widths[upper_half], median_lower[upper_half]),
         "n_times_lower_median": widths * median_lower,
-        "lower_per_seed": [[w for w, _ in row] for row in lower],
-        "censored_per_seed": [[c for _, c in row] for row in lower],
+        "lower_per_seed": [[b.width for b in row] for row in lower],
+        "censored_per_seed": [[b.censored for b in row] for row in lower],
         "lower_median": [q.median for q in q_lower],
         "lower_p90": [q.p90 for q in q_lower],
         "lower_median_censored": [q.median > largest for q in q_lower],
@@ -180,9 +180,8 @@ def _run_dim(config: Config, d: int, neuron_max: int, eps: np.ndarray, bar: Any,
             cert = weight[-1].certificate
             for w in sorted({S.upper_bound_width(np.arange(cert.size), cert, e)
                              for e in eps} - {None}):
-                measured, bound, exact = S.weight_network_error(k_check, problem, weight[-1], w)
-                checks.append({"seed": s, "width": w, "measured": measured,
-                               "certificate": bound, "exact": exact})
+                check = S.weight_network_error(k_check, problem, weight[-1], w)
+                checks.append({"seed": s, "width": w, **check._asdict()})
         bar.advance(d=d, seed=s)
         with timer(f"d={d} neuron arm"):
             neuron.append(S.neuron_curve(k_neuron, problem, widths, False, cuts,
@@ -199,11 +198,11 @@ def _run_dim(config: Config, d: int, neuron_max: int, eps: np.ndarray, bar: Any,
                     search = SupermaskSearch(per_weight=per_weight, output_relu=output_relu,
                                              steps=config.supermask_steps)
                     with timer(f"d={d} supermask"):
-                        err, exact = S.supermask_error(jax.random.fold_in(k_mask, width),
-                                                       problem, width, search)
+                        err = S.supermask_error(jax.random.fold_in(k_mask, width), problem,
+                                                width, search)
                     supermask.append({"seed": s, "width": width, "per_weight": per_weight,
-                                      "output_relu": output_relu, "error": err,
-                                      "exact": exact})
+                                      "output_relu": output_relu, "error": err.value,
+                                      "exact": err.exact})
             bar.advance(d=d, seed=s)
     inv_eps = 1.0 / eps
     out: dict[str, Any] = {"neuron": _neuron_summary(neuron, eps),

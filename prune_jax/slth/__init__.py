@@ -36,6 +36,7 @@ from prune_jax.slth.neuron_lp import (
 from prune_jax.slth.neuron_subsets import (
     MilpSubset,
     Subset,
+    SubsetBatch,
     brute_force_2d,
     local_search_2d,
     milp_subset_2d,
@@ -77,6 +78,7 @@ __all__ = [
     "PensiaTable",
     "Pool",
     "Subset",
+    "SubsetBatch",
     "SubsetSum",
     "SupEstimate",
     "SupResult",

@@ -90,31 +90,37 @@ def pool_prefix(pool: Pool, n: int) -> Pool:
 
 
 def target(w_star: Array) -> Net:
-    """The target neuron ``relu(<w*, x>)`` as a one-unit :class:`Net`."""
+    """The target neuron ``relu(<w*, x>)`` as a one-unit :class:`Net`. SPEC 4."""
     w_star = jnp.asarray(w_star)
     check_shape(w_star, (None,), "w_star")
     return Net(w_star[None, :], jnp.ones((1,), w_star.dtype))
 
 
 def neuron_net(pool: Pool, s: Array) -> Net:
-    """Neuron (structured) pruning: keep unit ``i`` with weight ``s[i]`` (0/1, or [0,1] relaxed)."""
+    """Neuron (structured) pruning: keep unit ``i`` with weight ``s[i]`` (0/1, or [0,1] relaxed).
+
+    SPEC 4.
+    """
     check_shape(s, (pool.alpha.shape[0],), "s")
     return Net(pool.w, pool.alpha * s)
 
 
 def weight_net(pool: Pool, mask: WeightMask) -> Net:
-    """Weight (unstructured) pruning: ``u = mask.hidden * w`` and ``c = mask.output * alpha``."""
+    """Weight (unstructured) pruning: ``u = mask.hidden * w`` and ``c = mask.output * alpha``.
+
+    SPEC 4.
+    """
     check_shape(mask.hidden, pool.w.shape, "mask.hidden")
     check_shape(mask.output, pool.alpha.shape, "mask.output")
     return Net(pool.w * mask.hidden, pool.alpha * mask.output)
 
 
 def forward(net: Net, x: Array, output_relu: bool = False) -> Array:
-    """Evaluate ``g(x)`` (or ``relu(g(x))``) at points ``x`` of shape (..., d)."""
+    """Evaluate ``g(x)`` (or ``relu(g(x))``) at points ``x`` of shape (..., d). SPEC 4."""
     h = jax.nn.relu(x @ net.u.T) @ net.c
     return jax.nn.relu(h) if output_relu else h
 
 
 def residual(w_star: Array, net: Net, x: Array, output_relu: bool = False) -> Array:
-    """``f(x) - g(x)`` (or ``f(x) - relu(g(x))``) at points ``x`` of shape (..., d)."""
+    """``f(x) - g(x)`` (or ``f(x) - relu(g(x))``) at points ``x`` of shape (..., d). SPEC 4."""
     return jax.nn.relu(x @ w_star) - forward(net, x, output_relu)

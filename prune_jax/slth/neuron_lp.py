@@ -91,6 +91,7 @@ def features(pool: Pool, x: object) -> np.ndarray:
     """``A[k, i] = alpha_i relu(<w_i, x_k>)`` in float64: the network is ``A @ s`` at ``x``.
 
     Host-side numpy on purpose: these are the LP's data, and the certificate is about them.
+    SPEC 4.
     """
     x = np.asarray(x, np.float64)
     check_shape(x, (None, pool.w.shape[1]), "x")
@@ -104,6 +105,7 @@ def initial_points(key: Array, w_star: object, pool: Pool, n: int) -> np.ndarray
     d = 2: the kinks of the target and of every unit (angles ``atan2(w_i) +- pi/2``, where the
     corner maxima of every subset's residual lie) and ``n`` equally spaced angles. d > 2: ``n``
     sphere samples.
+    SPEC 4.
     """
     w_star = np.asarray(w_star, np.float64)
     check_int(n, "n", low=1)
@@ -226,22 +228,30 @@ def neuron_lp_bound(key: Array, w_star: object, pool: Pool, cuts: CuttingPlanes 
     return LPBound(lower, relaxed_error, np.asarray(s), points, rounds)
 
 
+class _Feasibility(NamedTuple):
+    feasible: bool  # False is certified; True may also mean "undecided"
+    s: np.ndarray
+    points: np.ndarray
+    error: float  # sup error of relu(A s) found by the oracle (inf if never evaluated)
+
+
 def _feasible(key: Array, w_star: np.ndarray, pool: Pool, eps: float, points: np.ndarray,
-              cuts: CuttingPlanes, per_round: int) -> tuple[bool, np.ndarray, np.ndarray, float]:
+              cuts: CuttingPlanes, per_round: int) -> _Feasibility:
     """Is ``|f - relu(A s)| <= eps`` feasible? (certified when it answers False)."""
     s, error = np.zeros(pool.w.shape[0]), np.inf
     for _ in range(cuts.max_rounds):
         sol = _feasibility_lp(features(pool, points), _target_values(w_star, points), eps)
         s = sol.s
         if sol.bound > _INFEASIBLE_MARGIN:
-            return False, s, points, error
+            return _Feasibility(False, s, points, error)
         key, sub = jax.random.split(key)
         values, new = _oracle(sub, w_star, pool, s, True, per_round, cuts.search)
         error = float(values[0])
         if error <= eps * (1.0 + cuts.rtol) + cuts.atol or not np.any(values > eps + sol.t):
-            return True, s, points, error
+            return _Feasibility(True, s, points, error)
         points = _add_points(points, new[values > eps + sol.t])
-    return True, s, points, error  # undecided counts as feasible: the bound stays certified
+    # undecided counts as feasible: the bound only gets looser, it stays certified
+    return _Feasibility(True, s, points, error)
 
 
 def neuron_lp_bound_output_relu(key: Array, w_star: object, pool: Pool,
@@ -265,10 +275,10 @@ def neuron_lp_bound_output_relu(key: Array, w_star: object, pool: Pool,
     while upper > max(lower, floor) * (1.0 + cuts.bisection_rtol):
         eps = float(np.sqrt(max(lower, floor) * upper))
         key, sub = jax.random.split(key)
-        ok, s, points, error = _feasible(sub, w_star, pool, eps, points, cuts, per_round)
-        rounds += 1
-        if ok:
-            upper, s_best, error_best = eps, s, error
+        result = _feasible(sub, w_star, pool, eps, points, cuts, per_round)
+        points, rounds = result.points, rounds + 1
+        if result.feasible:
+            upper, s_best, error_best = eps, result.s, result.error
         else:
             lower = eps
         if upper <= floor:

@@ -30,6 +30,7 @@ from prune_jax.tree import Array
 __all__ = [
     "MilpSubset",
     "Subset",
+    "SubsetBatch",
     "brute_force_2d",
     "local_search_2d",
     "milp_subset_2d",
@@ -47,6 +48,13 @@ class Subset(NamedTuple):
     keep: np.ndarray
     error: float
     exact: bool
+
+
+class SubsetBatch(NamedTuple):
+    """Neuron masks ``keep`` (B, N) and their EXACT sup errors (B,)."""
+
+    keep: np.ndarray
+    errors: np.ndarray
 
 
 class MilpSubset(NamedTuple):
@@ -74,7 +82,7 @@ def _check_2d(w_star: object, pool: Pool) -> np.ndarray:
 
 def subset_errors_2d(w_star: object, pool: Pool, keep: object,
                      output_relu: bool = False) -> np.ndarray:
-    """EXACT sup errors of a batch of neuron masks ``keep`` (B, N), d = 2."""
+    """EXACT sup errors of a batch of neuron masks ``keep`` (B, N), d = 2. SPEC 4."""
     w_star = _check_2d(w_star, pool)
     keep = np.asarray(keep, bool)
     check_shape(keep, (None, pool.w.shape[0]), "keep")
@@ -90,16 +98,19 @@ def _best(w_star: np.ndarray, pool: Pool, keep: np.ndarray, output_relu: bool) -
 
 
 def random_subsets_2d(key: Array, w_star: object, pool: Pool, n_subsets: int,
-                      output_relu: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``n_subsets`` uniformly random masks (n_subsets, N) and their EXACT errors, d = 2."""
+                      output_relu: bool = False) -> SubsetBatch:
+    """``n_subsets`` uniformly random masks (n_subsets, N) and their EXACT errors, d = 2. SPEC 4."""
     check_int(n_subsets, "n_subsets", low=1)
     n = pool.w.shape[0]
     keep = np.asarray(jax.random.bernoulli(key, 0.5, (n_subsets, bucket(n))))[:, :n]
-    return keep, subset_errors_2d(w_star, pool, keep, output_relu)
+    return SubsetBatch(keep, subset_errors_2d(w_star, pool, keep, output_relu))
 
 
 def brute_force_2d(w_star: object, pool: Pool, output_relu: bool = False) -> Subset:
-    """EXACT best subset by enumerating all 2^N masks (d = 2, N <= 16): the tests' reference."""
+    """EXACT best subset by enumerating all 2^N masks (d = 2, N <= 16): the tests' reference.
+
+    SPEC 4.
+    """
     n = check_int(pool.w.shape[0], "pool size N", low=1, high=_BRUTE_FORCE_MAX)
     keep = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
     return _best(_check_2d(w_star, pool), pool, keep, output_relu)
@@ -110,6 +121,7 @@ def local_search_2d(w_star: object, pool: Pool, start: object | None = None,
     """Single-flip local search on the EXACT sup error, d = 2 (greedy when ``start`` is empty).
 
     Each step flips the one unit that lowers the error most, and stops at a local optimum.
+    SPEC 4.
     """
     w_star = _check_2d(w_star, pool)
     n = pool.w.shape[0]
@@ -135,6 +147,7 @@ def rounded_subset(key: Array, w_star: object, pool: Pool, s: object,
 
     The best candidate's error is EXACT in d = 2 (an upper bound on the best subset's error),
     a lower estimate in d > 2 (by ``search``).
+    SPEC 4.
     """
     w_star = np.asarray(w_star, np.float64)
     s = np.clip(np.asarray(s, np.float64), 0.0, 1.0)

@@ -6,7 +6,7 @@ coordinate ``j`` compute ``S+_j relu(x_j) + S-_j relu(-x_j)`` with ``S+_j`` a su
 ``alpha_i w_ij`` (units with ``w_ij > 0``) and ``S-_j`` one of ``alpha_i |w_ij|`` (``w_ij < 0``).
 Choosing ``S+_j ~ w*_j`` and ``S-_j ~ -w*_j`` by exact subset sum gives ``h(x) ~ <w*, x>``, and the
 output ReLU turns it into the target neuron. Certificate (a CERTIFIED UPPER bound on the sup
-error of the constructed network over the unit ball):
+error of the constructed network over the unit ball)::
 
     |relu(<w*, x>) - relu(h(x))| <= |<w*, x> - h(x)| <= sum_j m_j |x_j| <= ||m||_2,
     m_j = max(|S+_j - w*_j|, |S-_j + w*_j|),
@@ -81,6 +81,7 @@ def pensia_table(w_star: object, pool: Pool, max_items: int = 32) -> PensiaTable
     """Exact meet-in-the-middle subset sums for every group and prefix ``k <= max_items``.
 
     The subset sums are EXACT (float64); ``k`` runs up to ``min(max_items, group size)``.
+    SPEC 4.
     """
     w_star = np.asarray(w_star, np.float64)
     w = np.asarray(pool.w, np.float64)
@@ -120,6 +121,7 @@ def pensia_certificate(table: PensiaTable) -> np.ndarray:
 
     A group with more than ``max_items`` members among the first ``N`` units uses its first
     ``max_items`` (the others are pruned): still a valid construction, just not the best.
+    SPEC 4.
     """
     k = np.minimum(table.counts, table.chosen.shape[-1])
     res = np.abs(np.take_along_axis(table.residual, k.T, axis=1)).T  # (P+1, G)
@@ -128,7 +130,7 @@ def pensia_certificate(table: PensiaTable) -> np.ndarray:
 
 
 def pensia_network(table: PensiaTable, width: int) -> PensiaNetwork:
-    """The constructed weight mask over the first ``width`` units, with its certificate."""
+    """The constructed weight mask over the first ``width`` units, with its certificate. SPEC 4."""
     n_units = table.counts.shape[0] - 1
     width = check_int(width, "width", low=1, high=n_units)
     cert = float(pensia_certificate(table)[width])
@@ -148,6 +150,7 @@ def required_width(curve: np.ndarray, eps: float, widths: np.ndarray | None = No
     ``curve[i]`` is a bound for width ``widths[i]`` (default ``widths[i] = i``), non-increasing
     in the width (nested pools). For the certificate this is a CERTIFIED UPPER bound on the
     smallest width that weight pruning needs.
+    SPEC 4.
     """
     check_positive(eps, "eps")
     curve = np.asarray(curve)

@@ -113,7 +113,10 @@ def subset_sum(values: object, target: object, *, max_items: int = MAX_ITEMS) ->
 
 
 def subset_sum_brute_force(values: object, target: object) -> SubsetSum:
-    """Reference: EXACT closest subset sum by enumerating all 2^n subsets (numpy, n <= 24)."""
+    """Reference: EXACT closest subset sum by enumerating all 2^n subsets (numpy, n <= 24).
+
+    SPEC 4.
+    """
     values, target = _as_instances(values, target)
     n = values.shape[-1]
     if n > _BRUTE_FORCE_MAX:

@@ -119,6 +119,7 @@ def train_supermask(key: Array, w_star: Array, pool: Pool,
 
     Returns the hard mask as a :class:`WeightMask` (evaluate it with ``weight_net`` and
     :func:`prune_jax.slth.supnorm.sup_error`) and the training losses (steps,).
+    SPEC 4.
     """
     check_shape(w_star, (None,), "w_star")
     check_shape(pool.w, (None, jnp.shape(w_star)[0]), "pool.w")

@@ -192,6 +192,7 @@ def sup_error_2d_batch(w_star: Array, u: Array, c: Array, output_relu: bool = Fa
     """EXACT sup errors (B,) of the networks ``Net(u, c[b])`` sharing hidden weights, d = 2.
 
     Vectorised over chunks of 16 networks (a host loop over chunks bounds the memory).
+    SPEC 4.
     """
     check_shape(c, (None, np.shape(u)[0]), "c")
     n_nets = np.shape(c)[0]
@@ -314,6 +315,7 @@ def worst_points(key: Array, w_star: Array, net: Net, output_relu: bool = False,
 
     d = 2: the maxima of the ``k`` worst linear arcs (EXACT; ``key`` unused). d > 2: the best
     points of :func:`sup_error_search` (lower estimates). Host arrays.
+    SPEC 4.
     """
     check_int(k, "k", low=1)
     if np.shape(w_star)[0] != 2:

@@ -46,14 +46,16 @@ from prune_jax.slth.pensia import (
     pensia_table,
 )
 from prune_jax.slth.supermask import SupermaskSearch, train_supermask
-from prune_jax.slth.supnorm import sup_error
+from prune_jax.slth.supnorm import SupEstimate, sup_error
 from prune_jax.tree import Array
 
 __all__ = [
+    "CertificateCheck",
     "NeuronCurve",
     "Problem",
     "Quantiles",
     "WeightCurve",
+    "WidthBound",
     "geometric_widths",
     "linear_slope",
     "loglog_slope",
@@ -97,6 +99,23 @@ class WeightCurve(NamedTuple):
     table: PensiaTable
 
 
+class CertificateCheck(NamedTuple):
+    """A constructed weight-pruned network: its ``measured`` sup error (EXACT when ``exact``,
+    else a lower estimate) and its ``certificate``; ``measured <= certificate`` must hold."""
+
+    measured: float
+    certificate: float
+    exact: bool
+
+
+class WidthBound(NamedTuple):
+    """A CERTIFIED lower bound on a required width; ``censored`` when limited by the widths
+    tried (the bound holds, the true requirement may be far larger)."""
+
+    width: int
+    censored: bool
+
+
 class Quantiles(NamedTuple):
     """Median and 90th percentile over seeds (order statistics; ``inf`` = not reached)."""
 
@@ -105,7 +124,10 @@ class Quantiles(NamedTuple):
 
 
 def geometric_widths(max_width: int, first: int = 2, factor: float = 2**0.5) -> np.ndarray:
-    """Distinct rounded widths ``first, first*factor, ...`` up to and including ``max_width``."""
+    """Distinct rounded widths ``first, first*factor, ...`` up to and including ``max_width``.
+
+    SPEC 4.
+    """
     check_int(first, "first", low=1)
     max_width = check_int(max_width, "max_width", low=first)
     if factor <= 1.0:
@@ -169,8 +191,8 @@ def weight_curve(problem: Problem, max_items: int = 28) -> WeightCurve:
 
 
 def weight_network_error(key: Array, problem: Problem, curve: WeightCurve,
-                         width: int) -> tuple[float, float, bool]:
-    """``(measured sup error, certificate, exact)`` of the constructed weight-pruned network.
+                         width: int) -> CertificateCheck:
+    """Measured sup error and certificate of the constructed weight-pruned network (SPEC 4).
 
     The measured error is EXACT in d = 2 and a lower estimate in d > 2; it must never exceed
     the certificate.
@@ -179,12 +201,12 @@ def weight_network_error(key: Array, problem: Problem, curve: WeightCurve,
     net = weight_net(pool_prefix(problem.pool, width), built.mask)
     with jax.enable_x64(True):
         err = sup_error(key, problem.w_star, net, True)
-    return err.value, built.certificate, err.exact
+    return CertificateCheck(err.value, built.certificate, err.exact)
 
 
 def supermask_error(key: Array, problem: Problem, width: int,
-                    search: SupermaskSearch) -> tuple[float, bool]:
-    """Sup error (and whether exact) of a trained supermask over the first ``width`` units.
+                    search: SupermaskSearch) -> SupEstimate:
+    """Sup error (EXACT in d = 2) of a trained supermask over the first ``width`` units.
 
     ILLUSTRATION of a practical algorithm (SPEC 4); it bounds nothing.
     """
@@ -195,26 +217,29 @@ def supermask_error(key: Array, problem: Problem, width: int,
                                Pool(jnp.asarray(pool.w), jnp.asarray(pool.alpha)), search).mask
     mask = WeightMask(np.asarray(mask.hidden), np.asarray(mask.output))
     with jax.enable_x64(True):
-        err = sup_error(key_eval, problem.w_star, weight_net(pool, mask), search.output_relu)
-    return err.value, err.exact
+        return sup_error(key_eval, problem.w_star, weight_net(pool, mask), search.output_relu)
 
 
-def lower_bound_width(widths: object, lower: object, eps: float) -> tuple[int, bool]:
-    """CERTIFIED lower bound on the required width: ``(1 + max{N : LB(N) > eps}, censored)``.
+def lower_bound_width(widths: object, lower: object, eps: float) -> WidthBound:
+    """CERTIFIED lower bound on the required width: ``1 + max{N : LB(N) > eps}``.
 
     ``censored`` is True when even the largest width tried has ``LB > eps`` (the bound is then
     ``largest + 1`` and holds, but the true requirement may be far larger).
+    SPEC 4.
     """
     check_open_unit(eps, "eps")
     widths, lower = np.asarray(widths), np.asarray(lower)
     above = np.flatnonzero(lower > eps)
     if above.size == 0:
-        return 1, False
-    return int(widths[above[-1]]) + 1, bool(above[-1] == widths.size - 1)
+        return WidthBound(1, False)
+    return WidthBound(int(widths[above[-1]]) + 1, bool(above[-1] == widths.size - 1))
 
 
 def upper_bound_width(widths: object, errors: object, eps: float) -> int | None:
-    """Smallest width whose (achievable) error is ``<= eps``; None when none of them reaches it."""
+    """Smallest width whose (achievable) error is ``<= eps``; None when none of them reaches it.
+
+    SPEC 4.
+    """
     check_open_unit(eps, "eps")
     widths, errors = np.asarray(widths), np.asarray(errors)
     hit = np.flatnonzero(errors <= eps)
@@ -222,7 +247,10 @@ def upper_bound_width(widths: object, errors: object, eps: float) -> int | None:
 
 
 def quantiles(values: object) -> Quantiles:
-    """Median and 90th percentile as order statistics (``inf``/None entries = not reached)."""
+    """Median and 90th percentile as order statistics (``inf``/None entries = not reached).
+
+    SPEC 4.
+    """
     v = np.asarray([np.inf if x is None else x for x in np.ravel(values)], np.float64)
     if v.size == 0:
         raise ValueError("values must not be empty")
@@ -235,6 +263,7 @@ def loglog_slope(x: object, y: object) -> float:
 
     ``nan`` when fewer than two pairs are usable. A slope of 1 against ``1/eps`` is the
     ``1/eps`` rate; a slope near 0 is logarithmic growth.
+    SPEC 4.
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
@@ -244,7 +273,7 @@ def loglog_slope(x: object, y: object) -> float:
 
 
 def linear_slope(x: object, y: object) -> float:
-    """Least-squares slope of ``y`` against ``x`` over the finite pairs (``nan`` if < 2)."""
+    """Least-squares slope of ``y`` against ``x`` over the finite pairs (``nan`` if < 2). SPEC 4."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 2:

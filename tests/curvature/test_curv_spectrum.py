@@ -166,3 +166,60 @@ def test_quadrature_rejects_non_elementwise_functions():
         q.density(np.zeros(3), sigma=0.0)
     assert np.isnan(SpectralQuadrature(np.zeros((1, 2)), np.ones((1, 2)) / 2, 4).stderr(
         lambda x: x))
+
+
+def _dense_residuals(top, dense):
+    """``||A y_k - theta_k y_k||_2`` of the returned Ritz pairs, in float64 with a dense ``A``."""
+    vecs = np.asarray(top.eigenvectors, np.float64)
+    return np.linalg.norm(vecs @ dense - top.eigenvalues[:, None] * vecs, axis=1)
+
+
+def _symmetric(dim: int, seed: int) -> np.ndarray:
+    a = np.random.default_rng(seed).normal(size=(dim, dim))
+    return (a + a.T) / 2
+
+
+def test_top_residuals_are_true_residual_norms_float32():
+    """float32: ``.residuals`` are ``||H y - theta y||`` (rounding floor > 0), not the Lanczos
+    estimates ``|beta_m s_{m,k}|`` (0 or ~1e-30 for converged pairs)."""
+    mat = jnp.asarray(_symmetric(60, 0), jnp.float32)
+    dense = np.asarray(mat, np.float64)  # the float32 operator's exact matrix
+    op = Partial(jnp.matmul, mat)
+    top = top_eigenvalues(op, jnp.zeros(60), key=jax.random.key(0), k=4, num_steps=60)
+    assert top.residuals.dtype == top.lanczos_residuals.dtype == np.float64
+    assert top.residuals.shape == top.lanczos_residuals.shape == (4,)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(top.eigenvectors), axis=1), 1.0,
+                               rtol=1e-6)
+    floor = float(jnp.finfo(jnp.float32).eps) * np.linalg.norm(dense, 2)
+    # the float32 products differ from the float64 dense ones by rounding, ~eps ||A||
+    np.testing.assert_allclose(top.residuals, _dense_residuals(top, dense), rtol=0,
+                               atol=4 * floor)
+    assert np.all(top.residuals > 0)  # converged pairs sit at the rounding floor, not at 0
+    assert np.all(top.residuals < 50 * floor)
+    assert np.all(top.lanczos_residuals < 1e-6 * floor)  # the estimate ignores rounding
+    # chunked residual products (lax.map) agree with the vmapped ones up to rounding
+    chunked = top_eigenvalues(op, jnp.zeros(60), key=jax.random.key(0), k=4, num_steps=60,
+                              batch_size=3)
+    np.testing.assert_allclose(chunked.residuals, top.residuals, rtol=0, atol=floor)
+
+
+def test_top_residuals_float64_exact_pairs_and_lanczos_estimate():
+    with jax.enable_x64(True):
+        # exactly known eigenpairs: diag(d) has eigenvectors e_i, the residuals are tiny
+        d = np.linspace(1.0, 5.0, 30)
+        top = top_eigenvalues(_diag(d, jnp.float64), jnp.zeros(30, jnp.float64),
+                              key=jax.random.key(1), k=3, num_steps=30)
+        np.testing.assert_allclose(top.eigenvalues, d[::-1][:3], rtol=1e-12)
+        assert np.all(top.residuals < 1e-12)
+        np.testing.assert_allclose(top.residuals, _dense_residuals(top, np.diag(d)),
+                                   atol=1e-13)
+        # a generic operator with unconverged pairs (m < D): in float64 the true residual
+        # equals the dense one, and the Lanczos estimate |beta_m s_{m,k}| agrees with it
+        dense = _symmetric(80, 1)
+        top = top_eigenvalues(Partial(jnp.matmul, jnp.asarray(dense)),
+                              jnp.zeros(80, jnp.float64), key=jax.random.key(2), k=5,
+                              num_steps=20)
+        np.testing.assert_allclose(top.residuals, _dense_residuals(top, dense), atol=1e-12)
+        np.testing.assert_allclose(top.lanczos_residuals, top.residuals, rtol=1e-6,
+                                   atol=1e-10)
+        assert top.residuals.max() > 1e-3  # not all converged: the comparison is not vacuous

@@ -42,7 +42,7 @@ def test_lp_bound_never_exceeds_any_subset_tried(seed: int, output_relu: bool) -
     key = jax.random.key(seed)
     bound_fn = neuron_lp_bound_output_relu if output_relu else neuron_lp_bound
     lp = bound_fn(key, w_star, pool)
-    _, random_errors = random_subsets_2d(key, w_star, pool, 64, output_relu)
+    random_errors = random_subsets_2d(key, w_star, pool, 64, output_relu).errors
     greedy = local_search_2d(w_star, pool, None, output_relu)
     rounded = rounded_subset(key, w_star, pool, lp.s, output_relu)
     polished = local_search_2d(w_star, pool, rounded.keep, output_relu)
