@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from rich.table import Table
 
+from prune_jax import curvature as C
 from prune_jax import data as D
 from prune_jax import limits as L
 from prune_jax import plots
@@ -56,6 +57,11 @@ class Config:
     eps: float | None = flag(None, "loss tolerance; default: std of the per-batch training "
                              "loss including the l1 term (SPEC 2.3)")
     tolerance: float = flag(0.0, "accuracy drop allowed when reading off the actual limit")
+    zero_mass: str = flag("none", "near-zero eigenvalue mass added as an atom at 0 (SPEC 1.3): "
+                          "none, or rows (the reference code's Hessian-row estimator)",
+                          choices=("none", "rows"))
+    zero_tol: float = flag(1e-7, "row l1 norm (rows) / |eigenvalue| (SLQ report) below which "
+                           "a direction counts as zero")
     sweep_points: int = flag(100, "sparsity sweep points in [0, 1) before refinement")
     eval_batch_size: int = flag(512, "batch size for evaluation and the full-data HVP")
     seed: int = flag(0, "PRNG seed")
@@ -186,8 +192,14 @@ def run(config: Config) -> dict[str, Any]:
                                 probes=config.probes, steps=config.steps, top_k=1,
                                 top_steps=config.steps)
     sq = spec["slq"]
+    slq_zero = C.slq_zero_mass(sq, tol=config.zero_tol)
+    row_zero = None
+    if config.zero_mass == "rows":
+        with timer("zero mass (Hessian rows)"):
+            row_zero = C.hessian_row_zero_mass(spec["operator"], selected, tol=config.zero_tol)
     with timer("predict"):
-        pred = L.predict_sparsity_limit(params, sq, eps)
+        atom = 0.0 if row_zero is None else row_zero.fraction
+        pred = L.predict_sparsity_limit(params, sq, eps, zero_mass=atom)
         trace_abs = float(sq.expect(jnp.abs) * sq.dim)
 
     with timer("LOMP sweep"):
@@ -220,6 +232,9 @@ def run(config: Config) -> dict[str, Any]:
         "gap": float(pred.sparsity) - act,
         "distance_at_prediction": float(pred.distance),
         "trace_abs_slq": trace_abs,
+        "zero_mass_slq": float(slq_zero.estimate),
+        "zero_mass_slq_stderr": float(slq_zero.stderr),
+        "zero_mass_rows": None if row_zero is None else row_zero.fraction,
         "top_eigenvalue": float(spec["top"].eigenvalues[0]),
         "trace_hutchinson": float(spec["trace"].estimate),
         "trace_hutchinson_stderr": float(spec["trace"].stderr),
@@ -270,6 +285,10 @@ def _print_table(config: Config, r: dict[str, Any]) -> None:
     t.add_row("tr H (Hutchinson +- stderr)",
               f"{r['trace_hutchinson']:.4g} +- {r['trace_hutchinson_stderr']:.2g}")
     t.add_row("top eigenvalue", f"{r['top_eigenvalue']:.4g}")
+    t.add_row("near-zero mass: SLQ weight (+- stderr)",
+              f"{r['zero_mass_slq']:.3g} +- {r['zero_mass_slq_stderr']:.2g}")
+    if r["zero_mass_rows"] is not None:
+        t.add_row("near-zero mass: Hessian rows (added as atom)", f"{r['zero_mass_rows']:.3g}")
     for name, sec in r["seconds"].items():
         t.add_row(f"wall time: {name}", f"{sec:.1f} s")
     console.print(t)

@@ -57,7 +57,7 @@ def compute_spectrum(loss_fn: Any, params: Any, batches: dict[str, Any], *, key:
     top = C.top_eigenvalues(op, params, key=k_top, k=top_k, num_steps=top_steps)
     trace = C.hutchinson_trace(op, params, key=k_tr, num_probes=probes)
     sq = C.slq(op, params, key=k_slq, num_probes=probes, num_steps=steps)
-    return {"top": top, "trace": trace, "slq": sq}
+    return {"top": top, "trace": trace, "slq": sq, "operator": op}
 
 
 def run(config: Config) -> dict[str, Any]:

@@ -52,10 +52,12 @@ def test_actual_limit_reads_first_failure():
 def test_limit_pipeline_smoke(tmp_path):
     out = tmp_path / "limit"
     cli.main(["limit", "--epochs", "3", "--probes", "2", "--steps", "8", "--sweep-points", "20",
+              "--zero-mass", "rows",
               "--no-progress", "--out", str(out)])
     r = json.loads((out / "limit.json").read_text())
     assert 0.0 <= r["predicted_sparsity"] < 1.0 and 0.0 <= r["actual_sparsity"] < 1.0
     assert r["eps"] > 0 and r["dimension_prunable"] == 17024
+    assert 0.0 <= r["zero_mass_rows"] <= 1.0 and 0.0 <= r["zero_mass_slq"] <= 1.0
     for name in ("spectral_density.png", "accuracy_vs_sparsity.png", "fixed_point.png"):
         assert (out / name).stat().st_size > 1000
 
