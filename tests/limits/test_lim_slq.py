@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 from jax.tree_util import Partial
 
+from prune_jax.curvature import slq
 from prune_jax.limits import predict_sparsity_limit, projected_width_fraction
-
-try:
-    from prune_jax.curvature import slq
-except ImportError as err:  # pragma: no cover - only while the curvature part is missing
-    pytest.skip(f"prune_jax.curvature.slq cannot be imported yet: {err}",
-                allow_module_level=True)
 
 
 def _matvec(matrix: jax.Array, v: jax.Array) -> jax.Array:
