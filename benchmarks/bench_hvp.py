@@ -1,7 +1,7 @@
 """Hessian-vector products: HVP time / gradient time, and prune_jax vs torch double backward.
 
-    python benchmarks/bench_hvp.py [--repeats 30] [--mlp-batch 256] [--cnn-batch 128]
-                                   [--models mlp,cnn]
+    python benchmarks/bench_hvp.py [--threads N] [--repeats 30] [--budget 30]
+                                   [--mlp-batch 256] [--cnn-batch 128] [--models mlp,cnn]
 
 Two models on random data of fixed shapes (the same weights and data in JAX and torch):
 
@@ -9,15 +9,21 @@ Two models on random data of fixed shapes (the same weights and data in JAX and 
 * CNN ``[Conv3x3-BN-ReLU-MaxPool] x2, Conv3x3-BN-ReLU, GAP, Dense`` (32-64-128 channels,
   94,762 parameters) with BatchNorm in inference mode, batch 128 of CIFAR-shaped images.
 
-Contenders, timed interleaved in one run (medians of ``--repeats`` rounds, after warm-up):
+Contenders, timed interleaved in one run (medians of ``--repeats`` rounds, after warm-up; a
+contender whose samples exceed ``--budget`` seconds stops after 2 samples):
 
 * ``jax grad``: ``jax.jit(jax.grad(loss))(params, batch)``;
-* ``prune_jax HVP``: one product of ``hvp_operator(loss, params, batch[None])`` (forward-over-
-  reverse ``jvp`` of ``grad``: every product redoes the forward and backward pass);
-* ``prune_jax HVP amortised``: ``hvp_operator(..., linearize=True)``: the gradient is
-  linearised once (not timed per product; its one-off cost is printed) and each product runs
-  only the tangent pass, as inside Lanczos / Hutchinson;
-* ``raw jax HVP``: an inline ``jax.jit`` of ``jax.jvp(jax.grad(...))`` (toolkit overhead check);
+* ``prune_jax hvp``: the public single product ``hvp(loss_on_batch, params, v)`` (``hvp``
+  takes no batch argument, so the one-batch loss closes over the batch; one closure, compiled
+  once), forward-over-reverse ``jvp`` of ``grad``, with its per-call argument checks;
+* ``prune_jax hvp_operator``: one product of ``hvp_operator(loss, params, batch[None])``, the
+  documented one-batch form (the batch is a jit argument; a ``lax.scan`` over one batch);
+* ``prune_jax hvp_operator amortised``: ``hvp_operator(..., linearize=True)``: the gradient is
+  linearised once (its one-off cost is printed) and each product runs only the tangent pass,
+  as inside Lanczos / Hutchinson;
+* ``inline jvp(grad)`` / ``inline linearized``: the same two computations written inline with
+  ``jax.jvp`` / ``jax.linearize`` (parameters and batch as jit arguments, no ``lax.scan``),
+  as references for the toolkit's overhead;
 * ``torch grad``: ``torch.autograd.grad(loss, params)``;
 * ``torch HVP``: PyHessian's double backward from scratch: ``grads = autograd.grad(loss, params,
   create_graph=True)`` then ``autograd.grad(grads, params, grad_outputs=v)``;
@@ -25,7 +31,9 @@ Contenders, timed interleaved in one run (medians of ``--repeats`` rounds, after
   ``create_graph=True``, each product ``autograd.grad(grads, params, grad_outputs=v,
   retain_graph=True)`` (only the second backward pass).
 
-torch uses as many intra-op threads as there are cores (XLA's CPU backend uses all cores).
+Threads: by default XLA's CPU backend and torch both use all cores; ``--threads N`` gives
+both N threads (see ``_bench_models.configure_threads``). The products of all forms are
+checked against torch's (max |a - b| / max |b| is printed).
 Goals (CPU): HVP/grad <= 1.6 (MLP), <= 2.0 (CNN); amortised HVP/grad <= 1.25 (MLP);
 torch/prune_jax >= 1.3 (single product) and >= 1.6 (amortised).
 """

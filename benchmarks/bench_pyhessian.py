@@ -1,7 +1,8 @@
 """PyHessian (the installed package) vs prune_jax: top eigenvalue, trace, spectral density.
 
-    python benchmarks/bench_pyhessian.py [--sizes 784,128,10] [--batches 4] [--batch-size 256]
-                                         [--data synthetic|digits] [--slq-probes 2]
+    python benchmarks/bench_pyhessian.py [--threads N] [--sizes 784,128,10] [--batches 4]
+                                         [--batch-size 256] [--data synthetic|digits]
+                                         [--trace-probes 30] [--slq-probes 2]
                                          [--slq-steps 100] [--repeats 2]
 
 Same model (an MLP twin: identical weights in torch and Flax), same data (MNIST-shaped
@@ -33,7 +34,9 @@ its forms: plain (each product recomputes forward and backward per batch) and
 ``linearize=True`` (the gradient linearised once over all batches; its cost is counted once in
 the end-to-end total). JAX times are warm (compilation excluded; the first-call times with
 compilation are printed too); PyHessian and prune_jax are alternated over ``--repeats``
-rounds and medians reported. torch uses as many threads as there are cores (XLA uses all).
+rounds and medians reported. Threads: both libraries use all cores by default; ``--threads N``
+gives both N threads (on a loaded machine, ``--threads 1`` is the fair setting: torch's
+OpenMP threads suffer far more than XLA's from being descheduled).
 Goal: prune_jax >= 3x faster end to end.
 """
 

@@ -44,9 +44,21 @@ def _batch_hvp(loss_fn: LossFn, params: PyTree, batch: PyTree, v: PyTree) -> PyT
     return jax.jvp(lambda p: jax.grad(loss_fn)(p, batch), (params,), (v,))[1]
 
 
+def _num_leading(batches: PyTree) -> int:
+    """Static size of the leading (batch-index) axis of ``batches``."""
+    return int(jax.tree.leaves(batches)[0].shape[0])
+
+
 def _dataset_hvp_core(loss_fn: LossFn, params: PyTree, batches: PyTree, weights: Array,
                       v: PyTree) -> PyTree:
-    """``sum_b weights_b H_b v`` in one ``lax.scan`` over the leading axis of ``batches``."""
+    """``sum_b weights_b H_b v`` in one ``lax.scan`` over the leading axis of ``batches``.
+
+    A single batch skips the scan: XLA:CPU compiles weight-gradient convolutions inside a
+    ``scan`` body tens of times slower than outside one (measured in benchmarks/RESULTS.md).
+    """
+    if _num_leading(batches) == 1:
+        hv = _batch_hvp(loss_fn, params, jax.tree.map(lambda x: x[0], batches), v)
+        return jax.tree.map(lambda h: weights[0].astype(h.dtype) * h, hv)
 
     def body(acc: PyTree, xs: tuple[PyTree, Array]) -> tuple[PyTree, None]:
         batch, w = xs

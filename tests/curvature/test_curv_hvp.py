@@ -171,3 +171,18 @@ def test_operators_bind_arrays_as_leaves():
     assert isinstance(lin, Partial) and len(jax.tree.leaves(lin)) > 0  # residuals are leaves
     # the same loss_fn gives equal static parts (one compiled program)
     assert jax.tree.structure(op) == jax.tree.structure(hvp_operator(loss, params))
+
+
+def test_single_batch_dataset_hvp_skips_the_scan_and_matches_hvp():
+    from prune_jax.curvature import dataset_hvp, hvp
+
+    w = {"a": jnp.arange(1.0, 4.0), "b": jnp.array([0.5, -1.0])}
+    x = jnp.arange(6.0).reshape(1, 3, 2)  # one batch of 3 examples
+
+    def loss(p, batch):
+        return jnp.mean(jnp.tanh(batch @ p["b"] + p["a"]) ** 2)
+
+    v = {"a": jnp.ones(3), "b": jnp.array([1.0, 2.0])}
+    got = dataset_hvp(loss, w, x, v)
+    want = hvp(lambda p: loss(p, x[0]), w, v)
+    jax.tree.map(lambda g, e: np.testing.assert_allclose(g, e, rtol=1e-6), got, want)
