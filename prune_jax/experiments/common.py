@@ -81,6 +81,26 @@ def train_model(setup: Setup, cfg: OptimizerConfig, *, epochs: int, batch_size: 
                  prunable=prunable, checkpoint_dir=checkpoint_dir, progress=progress)
 
 
+def set_up_and_train(config: Any, timer: Timer, *, train_stage: str = "train"
+                     ) -> tuple[Setup, TrainResult, jax.Array]:
+    """The shared opening of ``spectrum`` and ``limit``: data, model, training (resumable).
+
+    ``config`` provides ``seed, model, dataset, data_dir, eval_batch_size, learning_rate, l1,
+    epochs, batch_size, out, progress``; returns the set-up, the training result and the key
+    left for the curvature stage.
+    """
+    k_init, k_train, k_rest = jax.random.split(jax.random.key(config.seed), 3)
+    with timer("data+model"):
+        setup = set_up(config.model, config.dataset, key=k_init,
+                       eval_batch_size=config.eval_batch_size, data_dir=config.data_dir)
+    with timer(train_stage):
+        trained = train_model(
+            setup, OptimizerConfig(learning_rate=config.learning_rate, l1=config.l1),
+            epochs=config.epochs, batch_size=config.batch_size, key=k_train,
+            checkpoint_dir=config.out / "checkpoints", progress=config.progress)
+    return setup, trained, k_rest
+
+
 def full_data_loss(setup: Setup, batch_stats: PyTree) -> Callable[[PyTree, dict], jax.Array]:
     """``loss_fn(params, batch)``: weighted mean cross-entropy of one padded batch, inference mode.
 

@@ -34,7 +34,7 @@ from prune_jax.experiments import common
 from prune_jax.experiments.common import flag
 from prune_jax.experiments.progress import console
 from prune_jax.experiments.spectrum import compute_spectrum
-from prune_jax.experiments.train import OptimizerConfig, evaluate, preprocess_batches
+from prune_jax.experiments.train import evaluate, preprocess_batches
 from prune_jax.tree import PyTree, combine, partition, prunable_tree
 
 __all__ = ["Config", "SweepResult", "actual_limit", "global_ranks", "magnitude_sweep", "run"]
@@ -156,16 +156,7 @@ def _merge(a: SweepResult, b: SweepResult) -> SweepResult:
 def run(config: Config) -> dict[str, Any]:
     """Run the limit pipeline; return (and save) its results."""
     timer = common.Timer(show=config.progress)
-    key = jax.random.key(config.seed)
-    k_init, k_train, k_spec = jax.random.split(key, 3)
-    with timer("data+model"):
-        setup = common.set_up(config.model, config.dataset, key=k_init,
-                              eval_batch_size=config.eval_batch_size, data_dir=config.data_dir)
-    with timer("train (l1)"):
-        trained = common.train_model(
-            setup, OptimizerConfig(learning_rate=config.learning_rate, l1=config.l1),
-            epochs=config.epochs, batch_size=config.batch_size, key=k_train,
-            checkpoint_dir=config.out / "checkpoints", progress=config.progress)
+    setup, trained, k_spec = common.set_up_and_train(config, timer, train_stage="train (l1)")
     params, stats = trained.state.params, trained.state.batch_stats
     flags = prunable_tree(params)
     selected, rest = partition(params, flags)

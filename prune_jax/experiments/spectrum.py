@@ -21,7 +21,6 @@ from prune_jax import plots
 from prune_jax.experiments import common
 from prune_jax.experiments.common import flag
 from prune_jax.experiments.progress import console
-from prune_jax.experiments.train import OptimizerConfig
 
 __all__ = ["Config", "compute_spectrum", "run"]
 
@@ -63,16 +62,7 @@ def compute_spectrum(loss_fn: Any, params: Any, batches: dict[str, Any], *, key:
 def run(config: Config) -> dict[str, Any]:
     """Run the spectrum pipeline; return (and save) its results."""
     timer = common.Timer(show=config.progress)
-    key = jax.random.key(config.seed)
-    k_init, k_train, k_spec = jax.random.split(key, 3)
-    with timer("data+model"):
-        setup = common.set_up(config.model, config.dataset, key=k_init,
-                              eval_batch_size=config.eval_batch_size, data_dir=config.data_dir)
-    with timer("train"):
-        result = common.train_model(
-            setup, OptimizerConfig(learning_rate=config.learning_rate, l1=config.l1),
-            epochs=config.epochs, batch_size=config.batch_size, key=k_train,
-            checkpoint_dir=config.out / "checkpoints", progress=config.progress)
+    setup, result, k_spec = common.set_up_and_train(config, timer, train_stage="train")
     params, stats = result.state.params, result.state.batch_stats
     test_acc = common.accuracy(setup, params, stats)
     with timer("spectrum"):
