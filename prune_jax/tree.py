@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 PyTree = Any
 Array = jax.Array
@@ -31,11 +33,14 @@ __all__ = [
     "check_same_structure",
     "combine",
     "default_prunable",
+    "fully_addressable",
     "leaf_names",
     "partition",
     "prunable_leaves",
     "prunable_tree",
     "ravel",
+    "replicated_sharding",
+    "to_host",
     "tree_add_scaled",
     "tree_dot",
     "tree_norm",
@@ -178,13 +183,40 @@ def check_same_structure(a: PyTree, b: PyTree, name_a: str, name_b: str,
 
 
 def check_finite(tree: PyTree, name: str) -> None:
-    """Raise ``ValueError`` naming ``name`` if any leaf holds NaN or Inf (host-side check).
+    """Raise ``ValueError`` naming ``name`` (and the first bad leaf) if any leaf holds NaN/Inf.
 
-    Use outside ``jit`` (it pulls one boolean per leaf to the host).
+    Host-side check, for use outside ``jit``. The reduction runs under ``jit``: one compiled
+    program computes an all-finite flag per floating leaf, and only that small, fully
+    replicated vector comes to the host (one sync for the whole tree). So it also works for
+    arrays that are not fully addressable (multi-host, ``jax.distributed``): every process
+    gets the same flags and raises the same error.
     """
-    for n, x in zip(leaf_names(tree), jax.tree.leaves(tree), strict=True):
-        if jnp.issubdtype(jnp.result_type(x), jnp.inexact) and not bool(jnp.all(jnp.isfinite(x))):
-            raise ValueError(f"{name} contains NaN or Inf (leaf {n!r})")
+    names, leaves = leaf_names(tree), jax.tree.leaves(tree)
+    checked = [i for i, x in enumerate(leaves)
+               if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    if not checked:
+        return
+    flags = _finite_flags([leaves[i] for i in checked])
+    bad = np.flatnonzero(~flags)
+    if bad.size:
+        leaf = names[checked[bad[0]]]
+        raise ValueError(f"{name} contains NaN or Inf" + (f" (leaf {leaf!r})" if leaf else ""))
+
+
+@jax.jit(static_argnames="sharding")
+def _finite_flags_jit(leaves: list[Array], sharding: NamedSharding | None) -> Array:
+    flags = jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+    return flags if sharding is None else jax.lax.with_sharding_constraint(flags, sharding)
+
+
+def _finite_flags(leaves: list[Any]) -> np.ndarray:
+    """``(len(leaves),)`` host bools: is every entry of leaf ``i`` finite (one compiled pass)."""
+    devices = {frozenset(x.sharding.device_set) for x in _concrete_arrays(leaves)
+               if x.committed}
+    if len(devices) > 1:  # committed to different devices: one jit cannot take them all
+        return np.array([bool(_finite_flags_jit([x], replicated_sharding(x)).item())
+                         for x in leaves])
+    return np.asarray(_finite_flags_jit(leaves, replicated_sharding(leaves)), dtype=bool)
 
 
 def check_floating(tree: PyTree, name: str) -> None:
@@ -215,3 +247,62 @@ def combine(selected: PyTree, rest: PyTree) -> PyTree:
     """Inverse of :func:`partition`: take each leaf from whichever side is not ``None``."""
     return jax.tree.map(lambda a, b: b if a is None else a, selected, rest,
                         is_leaf=lambda x: x is None)
+
+
+# --------------------------------------------------------------------------- multi-host arrays
+
+def _concrete_arrays(tree: PyTree) -> list[Array]:
+    """The leaves of ``tree`` that are concrete :class:`jax.Array` objects (not tracers)."""
+    return [x for x in jax.tree.leaves(tree)
+            if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)]
+
+
+def fully_addressable(tree: PyTree) -> bool:
+    """True when this process can read every leaf of ``tree`` (``np.asarray`` works on it).
+
+    False when some leaf is a :class:`jax.Array` that is not fully addressable (it spans
+    devices of other processes, after :func:`jax.distributed.initialize`) and not fully
+    replicated either. Non-JAX leaves (numpy arrays, Python scalars) are addressable.
+    """
+    return all(x.is_fully_addressable or x.is_fully_replicated for x in _concrete_arrays(tree))
+
+
+def replicated_sharding(tree: PyTree) -> NamedSharding | None:
+    """``NamedSharding(mesh, P())`` on the mesh of ``tree``'s multi-process leaves, or ``None``.
+
+    For results that the host must read: a jitted reduction over arrays that are not fully
+    addressable can constrain its (small) output to this sharding, which every process can
+    fetch. ``None`` when every leaf is fully addressable (one process: nothing to do), or
+    when the multi-process leaves are not on a :class:`~jax.sharding.NamedSharding` mesh (XLA's
+    propagation then decides; full reductions come out replicated anyway).
+    """
+    for x in _concrete_arrays(tree):
+        if not x.is_fully_addressable:
+            sharding = x.sharding
+            if isinstance(sharding, NamedSharding):
+                return NamedSharding(sharding.mesh, P())
+    return None
+
+
+@jax.jit(static_argnames="sharding")
+def _replicate_jit(x: Array, sharding: NamedSharding) -> Array:
+    return jax.lax.with_sharding_constraint(x, sharding)
+
+
+def to_host(tree: PyTree) -> PyTree:
+    """:func:`jax.device_get` that also works for multi-process (not fully addressable) leaves.
+
+    Leaves that this process cannot read are first replicated under ``jit`` (an all-gather
+    compiled by XLA; every process must call this, as for any multi-process computation),
+    then fetched. Meant for small results (per-unit statistics, counts), not for parameters.
+    """
+    def one(x: Any) -> Any:
+        if _concrete_arrays(x) and not fully_addressable(x):
+            sharding = replicated_sharding(x)
+            if sharding is None:
+                raise ValueError("cannot fetch a multi-process array that is not on a "
+                                 "NamedSharding mesh; reshard it first")
+            x = _replicate_jit(x, sharding)
+        return x
+
+    return jax.device_get(jax.tree.map(one, tree))

@@ -11,11 +11,17 @@ them (FSDP style, :func:`prune_jax.sharding.shard_params`) keep their ``NamedSha
 XLA partitions the per-batch forward/backward passes over them. Parameters sharded over
 ``data_axis`` itself are gathered on entry (whole-model FSDP gather).
 
+With ``linearize=True`` the same sharded data-set *gradient* (the ``shard_map`` with its
+``psum``) is linearised once with :func:`jax.linearize`; each product then runs only the
+tangent pass, from residuals that stay where they were computed (each device holds those of
+its own batches, split over ``data_axis``).
+
 The operator is a :class:`jax.tree_util.Partial` like the one-device operators: its leaves are
-the (sharded) parameters, batches and sizes, so :func:`~prune_jax.curvature.lanczos`,
-:func:`~prune_jax.curvature.slq`, :func:`~prune_jax.curvature.hutchinson_trace` and
-:func:`~prune_jax.curvature.top_eigenvalues` take it unchanged; they read its mesh and split
-the flat Lanczos vectors and basis over every device of it (see ``_layout``).
+the (sharded) parameters, batches and sizes (or the linearisation residuals), so
+:func:`~prune_jax.curvature.lanczos`, :func:`~prune_jax.curvature.slq`,
+:func:`~prune_jax.curvature.hutchinson_trace` and :func:`~prune_jax.curvature.top_eigenvalues`
+take it unchanged; they read its mesh and split the flat Lanczos vectors and basis over every
+device of it (see ``_layout``).
 
 Multi-host: one process per host after :func:`jax.distributed.initialize`; the mesh spans the
 devices of every process and the same code runs in every process (``docs/scaling.md``).
@@ -34,7 +40,13 @@ from jax.sharding import PartitionSpec as P
 from jax.tree_util import Partial
 
 from prune_jax.curvature._checks import check_tree
-from prune_jax.curvature.hvp import LossFn, _check_v, _dataset_hvp_core
+from prune_jax.curvature.hvp import (
+    LossFn,
+    _apply_linear,
+    _check_v,
+    _dataset_grad,
+    _dataset_hvp_core,
+)
 from prune_jax.sharding import DATA_AXIS, check_axis, shard_batches
 from prune_jax.tree import Array, PyTree
 
@@ -58,6 +70,42 @@ def _sharded_hvp_jit(loss_fn: LossFn, mesh: Mesh, data_axis: str, params: PyTree
     # implicit pvary is a psum), and the explicit psum of SPEC 1.1 would count it twice.
     return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P(),
                          axis_names={data_axis}, check_vma=False)(params, batches, sizes, v)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sharded_linearize_jit(loss_fn: LossFn, mesh: Mesh, data_axis: str, params: PyTree,
+                           batches: PyTree, sizes: Array) -> Partial:
+    """``jax.linearize`` of ``p -> psum_data(sum_{b local} n_b grad L_b(p)) / psum_data(n)``.
+
+    The tangent map of the data-parallel gradient is the data-parallel HVP; its residuals
+    (the per-batch forward/backward values of the scan) are computed inside the
+    ``shard_map``, so they come out split over ``data_axis`` like the batches.
+    """
+
+    def local(params: PyTree, batches: PyTree, sizes: Array) -> PyTree:
+        partial_sum = _dataset_grad(loss_fn, params, batches, sizes)
+        total = jax.lax.psum(jnp.sum(sizes), data_axis)
+        return jax.tree.map(lambda a: (a / total).astype(a.dtype),
+                            jax.lax.psum(partial_sum, data_axis))
+
+    def grad(p: PyTree) -> PyTree:
+        # check_vma=False for the same reason as in _sharded_hvp_jit (explicit psum)
+        return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(data_axis), P(data_axis)),
+                             out_specs=P(), axis_names={data_axis},
+                             check_vma=False)(p, batches, sizes)
+
+    return jax.linearize(grad, params)[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShardedLinearHVP:
+    """Static part of a linearised sharded operator; ``mesh`` is read by the spectrum routines."""
+
+    mesh: Mesh
+    data_axis: str
+
+    def __call__(self, f_jvp: Partial, v: PyTree) -> PyTree:
+        return _apply_linear(f_jvp, v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +135,7 @@ def _check_params_on_mesh(params: PyTree, mesh: Mesh) -> None:
 
 def sharded_hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree, *, mesh: Mesh,
                          batch_sizes: Any = None, data_axis: str = DATA_AXIS,
-                         process_local: bool = False) -> Partial:
+                         process_local: bool = False, linearize: bool = False) -> Partial:
     """The exact full-data-set HVP operator, data-parallel over ``mesh`` (SPEC 1.1).
 
     Same contract as :func:`~prune_jax.curvature.hvp_operator` with ``batches``:
@@ -105,6 +153,14 @@ def sharded_hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree, *, me
     propagates it. Each product: every device scans its local batches (one batch's
     activations at a time), then one ``psum`` of a parameter-sized pytree over ``data_axis``.
 
+    ``linearize=False`` (default): every product recomputes each local batch's forward and
+    backward pass (memory: one batch's activations per device). ``linearize=True`` (the
+    amortised form of SPEC 1.1): the sharded data-set gradient is linearised once, here
+    (:func:`jax.linearize` through the ``shard_map``), and each product runs only the tangent
+    pass and the ``psum``. The stored residuals are those of every local batch (about the
+    forward activations of the device's share of the data set, padding batches included),
+    held on the devices for the operator's lifetime; use it when they fit.
+
     Pass the operator to ``lanczos``/``slq``/``hutchinson_trace``/``top_eigenvalues``: they
     split their flat vectors and Lanczos basis over all devices of ``mesh``.
 
@@ -121,12 +177,18 @@ def sharded_hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree, *, me
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh (e.g. prune_jax.sharding."
                         f"make_mesh()), got {type(mesh).__name__}")
+    if not isinstance(linearize, bool):
+        raise TypeError(f"linearize must be a bool, got {type(linearize).__name__}")
     check_axis(mesh, data_axis, "data_axis")
     check_tree(params, "params")
     _check_params_on_mesh(params, mesh)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     placed = shard_batches(batches, mesh, data_axis, batch_sizes=batch_sizes, dtype=dtype,
                            process_local=process_local)
+    if linearize:
+        f_jvp = _sharded_linearize_jit(loss_fn, mesh, data_axis, params, placed.batches,
+                                       placed.sizes)
+        return Partial(_ShardedLinearHVP(mesh, data_axis), f_jvp)
     return Partial(_ShardedDatasetHVP(loss_fn, mesh, data_axis), params, placed.batches,
                    placed.sizes)
 

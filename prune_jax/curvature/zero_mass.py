@@ -6,6 +6,13 @@ weights, a row with l1 norm below ``tol`` (1e-7) counting as a zero direction; i
 that mass to the SLQ density as an atom at 0. Here the rows are ``H e_i`` (one HVP per row,
 vmapped), chosen reproducibly, and :func:`slq_zero_mass` gives the SLQ weight within
 ``|lambda| < tol`` to compare with.
+
+On a mesh (a sharded operator such as :func:`~prune_jax.curvature.sharded_hvp_operator`, or
+sharded parameters) the rows are chosen by one jitted *global* sort of ``|w|`` over every
+entry of the parameters (XLA lays the sort out over the mesh), the unit vectors ``e_i`` are
+split over every device as the Lanczos vectors are (zero-padded to a multiple of the
+device count), and the small results (indices, magnitudes, row norms) are replicated, so
+every process of a multi-host run reads the same :class:`RowZeroMass`.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from jax.tree_util import Partial
 
 from prune_jax.curvature._checks import (
@@ -28,6 +37,7 @@ from prune_jax.curvature._checks import (
     flat_operator,
     map_chunked,
 )
+from prune_jax.curvature._layout import FlatLayout, layout_operator, resolve_mesh
 from prune_jax.curvature.spectrum import Estimate, SpectralQuadrature
 from prune_jax.tree import Array, PyTree, ravel
 
@@ -53,10 +63,21 @@ class RowZeroMass(NamedTuple):
     tol: float
 
 
-@jax.jit(static_argnames=("num_rows", "stratified"))
-def _select_rows(params: PyTree, key: Array, *, num_rows: int,
-                 stratified: bool) -> tuple[Array, Array]:
-    """Flat indices of the weights at ``num_rows`` magnitude quantiles, and their ``|w|``."""
+def _replicated(x: Array, mesh: Mesh | None) -> Array:
+    """``x`` constrained to be replicated on ``mesh`` (readable by every process)."""
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P()))
+
+
+@jax.jit(static_argnames=("num_rows", "stratified", "mesh"))
+def _select_rows(params: PyTree, key: Array, *, num_rows: int, stratified: bool,
+                 mesh: Mesh | None = None) -> tuple[Array, Array]:
+    """Flat indices of the weights at ``num_rows`` magnitude quantiles, and their ``|w|``.
+
+    The quantiles are global: one ``argsort`` of ``|ravel(params)|`` over every entry, whatever
+    the parameters' sharding (XLA's SPMD partitioner lays the sort out).
+    """
     mags = jnp.abs(ravel(params)[0])
     dim = mags.shape[0]
     order = jnp.argsort(mags, stable=True)
@@ -67,23 +88,33 @@ def _select_rows(params: PyTree, key: Array, *, num_rows: int,
     else:  # the exact quantile positions 0, ..., 1
         pos = jnp.round(jnp.linspace(0.0, dim - 1.0, num_rows)).astype(jnp.int32)
     idx = order[pos]
-    return idx, mags[idx]
+    return _replicated(idx, mesh), _replicated(mags[idx], mesh)
 
 
-@jax.jit(static_argnames=("spec", "batch_size"))
-def _row_l1(matvec: Partial, indices: Array, *, spec: LikeSpec, batch_size: int) -> Array:
-    op = flat_operator(matvec, spec.unravel(), spec.dtype)
+@jax.jit(static_argnames=("spec", "batch_size", "layout"))
+def _row_l1(matvec: Partial, indices: Array, *, spec: LikeSpec, batch_size: int,
+            layout: FlatLayout | None = None) -> Array:
+    if layout is None:
+        op = flat_operator(matvec, spec.unravel(), spec.dtype)
+        size = spec.size
+    else:  # e_i padded and split over every device of the mesh; padding stays zero
+        op = layout_operator(matvec, spec.unravel(), spec.dtype, layout)
+        size = layout.padded
 
     def one(i: Array) -> Array:
-        e = jnp.zeros((spec.size,), spec.dtype).at[i].set(1)
+        e = jnp.zeros((size,), spec.dtype).at[i].set(1)
+        if layout is not None:
+            e = layout.constrain(e)
         return jnp.sum(jnp.abs(op(e)))
 
-    return map_chunked(one, indices, batch_size)
+    l1 = map_chunked(one, indices, batch_size)
+    return l1 if layout is None else _replicated(l1, layout.mesh)
 
 
 def hessian_row_zero_mass(matvec: Matvec, params: PyTree, *, num_rows: int = 100,
                           tol: float = 1e-7, key: Array | None = None,
-                          batch_size: int | None = None) -> RowZeroMass:
+                          batch_size: int | None = None,
+                          mesh: Mesh | None = None) -> RowZeroMass:
     """Fraction of zero eigenvalues estimated from l1 norms of Hessian rows (SPEC 1.3).
 
     Sorts ``|w|`` over all entries of ``params`` (the point where ``matvec`` is the Hessian)
@@ -92,6 +123,13 @@ def hessian_row_zero_mass(matvec: Matvec, params: PyTree, *, num_rows: int = 100
     inside each of ``num_rows`` equal-count magnitude bins (reproducible per key). Row ``i`` is
     ``H e_i`` (one HVP; vmapped, chunked by ``batch_size``); rows with ``||H e_i||_1 < tol``
     count as zero directions. Reference defaults: 100 rows, ``tol = 1e-7`` (absolute).
+
+    Beyond one device (``docs/scaling.md``): ``mesh`` is resolved as in
+    :func:`~prune_jax.curvature.slq` (given; else the mesh of a sharded operator; else that
+    of ``params``' ``NamedSharding`` leaves). The quantiles are always global (one sort of
+    every entry of ``params``, whatever its sharding); on a mesh the ``e_i`` are split over
+    its devices and the results come back replicated, readable by every process. The
+    result equals the one-device result (the same rows; row norms up to rounding).
 
     Example:
         >>> import jax.numpy as jnp
@@ -112,8 +150,10 @@ def hessian_row_zero_mass(matvec: Matvec, params: PyTree, *, num_rows: int = 100
     batch_size = num_rows if batch_size is None else check_int(batch_size, "batch_size", low=1)
     stratified = key is not None
     key = check_key(key) if stratified else jax.random.key(0)
-    idx, mags = _select_rows(params, key, num_rows=num_rows, stratified=stratified)
-    l1 = _row_l1(op, idx, spec=spec, batch_size=batch_size)
+    mesh = resolve_mesh(mesh, op, params)
+    layout = None if mesh is None else FlatLayout.of(spec.size, mesh)
+    idx, mags = _select_rows(params, key, num_rows=num_rows, stratified=stratified, mesh=mesh)
+    l1 = _row_l1(op, idx, spec=spec, batch_size=batch_size, layout=layout)
     check_finite_result(l1, "matvec (Hessian rows)")
     l1 = np.asarray(l1, dtype=np.float64)
     return RowZeroMass(float(np.mean(l1 < tol)), l1, np.asarray(idx), np.asarray(mags), tol)

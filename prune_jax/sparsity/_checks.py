@@ -64,7 +64,12 @@ def check_scope(scope: Any) -> Scope:
 
 
 def check_values(tree: PyTree, name: str) -> None:
-    """Floating dtypes (``TypeError``) and, for concrete arrays, no NaN/Inf (``ValueError``)."""
+    """Floating dtypes (``TypeError``) and, for concrete arrays, no NaN/Inf (``ValueError``).
+
+    The finiteness check is :func:`prune_jax.tree.check_finite`: one jitted all-finite flag
+    per leaf, fetched as one small replicated vector, so it works on sharded and multi-host
+    (not fully addressable) arrays; the error names the first bad leaf.
+    """
     if not jax.tree.leaves(tree):
         raise ValueError(f"{name} has no array leaves")
     check_floating(tree, name)

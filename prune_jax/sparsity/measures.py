@@ -34,7 +34,13 @@ from prune_jax.sparsity._checks import (
     is_concrete,
 )
 from prune_jax.sparsity._units import combine, per_unit, unit_view, units_per_leaf
-from prune_jax.tree import PyTree, check_finite, check_floating, check_same_structure
+from prune_jax.tree import (
+    PyTree,
+    check_finite,
+    check_floating,
+    check_same_structure,
+    to_host,
+)
 
 Array = jax.Array
 
@@ -182,10 +188,15 @@ def _leaves_of(x: PyTree, name: str) -> list[Array]:
 
 def _raise_on_bad_sums(s_p: Array | np.ndarray, s_q: Array | np.ndarray, x: PyTree,
                        name: str) -> None:
-    """Host check on the reductions themselves (no extra pass): NaN/Inf and the zero vector."""
+    """Host check on the reductions themselves (no extra pass): NaN/Inf and the zero vector.
+
+    ``s_p, s_q`` are global reductions, so only two scalars come to the host; they are
+    fetched with :func:`prune_jax.tree.to_host`, which also works when ``x`` is a multi-host
+    array that no single process can read.
+    """
     if not is_concrete(x):
         return
-    s = jax.device_get((s_p, s_q))
+    s = to_host((s_p, s_q))
     if not np.isfinite(s[0] + s[1]):
         raise ValueError(f"{name} contains NaN or Inf")
     if s[1] == 0:
@@ -280,8 +291,8 @@ def gini_index(x: PyTree, *, mask: PyTree | None = None) -> Array:
     leaves, n_live = _masked_leaves(x, mask, _leaves_of(x, "x"))
     dtype = _compute_dtype(leaves)
     flat = jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
-    if is_concrete(x):
-        check_finite(flat, "x")
+    if is_concrete(x):  # global reductions under jit: replicated scalars (multi-host safe)
+        check_finite(jax.tree.unflatten(jax.tree.structure(x), leaves), "x")  # names the leaf
         if not bool(jnp.any(flat != 0)):
             raise ValueError("x is the zero vector; its Gini index is undefined")
     return _gini_core(flat, n_live)
@@ -302,11 +313,13 @@ def unit_power_sums_f64(leaves: list[Array], live: list[Array] | None, *, p: flo
     one-hot unit has ``r = 1`` exactly), and float32 power sums carry ~1e-7 relative error.
     So the leaves are upcast and reduced with 64-bit types enabled for this call only (the
     flag is scoped to this thread and this block; nothing float64 escapes but numpy arrays).
-    Needs a backend with float64 (CPU, GPU).
+    Needs a backend with float64 (CPU, GPU). Per-unit sums of sharded leaves may come out
+    sharded; :func:`prune_jax.tree.to_host` replicates them first when this process cannot
+    read them (multi-host).
     """
     with jax.enable_x64(True):
         wide = [jnp.asarray(x, jnp.float64) for x in leaves]
-        return jax.device_get(unit_power_sums(wide, live, p=p, q=q, scope=scope))
+        return to_host(unit_power_sums(wide, live, p=p, q=q, scope=scope))
 
 
 def pq_stats_from_sums(d: np.ndarray, s_p: np.ndarray, s_q: np.ndarray, *,

@@ -201,3 +201,60 @@ def test_loss_tolerance_errors():
         loss_tolerance(_mse_plus_l1, params, jax.tree.map(lambda v: v[:1], batches))
     with pytest.raises(ValueError, match="params"):
         loss_tolerance(_mse_plus_l1, {"kernel": jnp.full(3, jnp.inf)}, batches)
+
+
+# --------------------------------------------------------------------------- beyond one device
+# (the sharded and multi-host versions of these checks run in tests/scale/)
+
+@pytest.mark.parametrize(("rows", "eps"), [(30, 1e-3), (1003, 3e-3), (1003, 0.1)])
+def test_device_sort_equals_host_sort(rows, eps):
+    """sort="device" (jitted global sort, float64 block sums under jit) = the numpy sort."""
+    params, lams = _params(21, rows=rows), _lams(21, d=200)
+    host = predict_sparsity_limit(params, lams, eps, sort="host")
+    dev = predict_sparsity_limit(params, lams, eps, sort="device")
+    assert dev.num_pruned == host.num_pruned and dev.num_prunable == host.num_prunable
+    assert dev.sparsity == pytest.approx(host.sparsity, rel=1e-12)
+    assert dev.distance == pytest.approx(host.distance, rel=1e-12)
+    np.testing.assert_allclose(dev.curve_width_fraction, host.curve_width_fraction, rtol=1e-12)
+    s, pruned, _, _ = _brute_force(params, lams, eps)
+    assert dev.sparsity == pytest.approx(s, rel=1e-12) and dev.num_pruned == pruned
+
+
+def test_device_sort_float64_and_non_finite():
+    params = jax.tree.map(lambda x: np.asarray(x, np.float64), _params(22))
+    a = predict_sparsity_limit(params, _lams(22), 0.01, sort="device")
+    b = predict_sparsity_limit(params, _lams(22), 0.01, sort="host")
+    assert (a.num_pruned, a.sparsity) == (b.num_pruned, pytest.approx(b.sparsity, rel=1e-12))
+    params["Dense_0"]["kernel"][1, 2] = np.inf
+    with pytest.raises(ValueError, match=r"params contains NaN or Inf .*Dense_0/kernel"):
+        predict_sparsity_limit(params, _lams(22), 0.01, sort="device")
+
+
+def test_sort_argument_is_checked():
+    with pytest.raises(ValueError, match="sort"):
+        predict_sparsity_limit(_params(23), _lams(23), 0.1, sort="gpu")
+
+
+def test_loss_tolerance_on_a_mesh_equals_no_mesh():
+    from prune_jax.sharding import make_mesh
+    params, batches = _regression(4, num_batches=5)
+    ref = loss_tolerance(_mse_plus_l1, params, batches, ddof=1)
+    got = loss_tolerance(_mse_plus_l1, params, batches, ddof=1, mesh=make_mesh())
+    np.testing.assert_allclose(got.losses, ref.losses, rtol=1e-6)
+    assert float(got.std) == pytest.approx(float(ref.std), rel=1e-6)
+    assert float(got.mean) == pytest.approx(float(ref.mean), rel=1e-6)
+
+
+def test_loss_tolerance_mesh_arguments_are_checked():
+    from prune_jax.sharding import make_mesh
+    params, batches = _regression(5)
+    with pytest.raises(TypeError, match="mesh"):
+        loss_tolerance(_mse_plus_l1, params, batches, mesh="data")
+    with pytest.raises(ValueError, match="data_axis"):
+        loss_tolerance(_mse_plus_l1, params, batches, mesh=make_mesh(), data_axis="batch")
+    with pytest.raises(ValueError, match="process_local"):
+        loss_tolerance(_mse_plus_l1, params, batches, process_local=True)
+    with pytest.raises(TypeError, match="process_local"):
+        loss_tolerance(_mse_plus_l1, params, batches, mesh=make_mesh(), process_local=1)
+    with pytest.raises(ValueError, match="ddof"):
+        loss_tolerance(_mse_plus_l1, params, batches, ddof=-1)

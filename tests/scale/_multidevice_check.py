@@ -21,6 +21,7 @@ from jax.tree_util import Partial
 jax.config.update("jax_enable_x64", True)
 
 from prune_jax.curvature import (  # noqa: E402
+    hessian_row_zero_mass,
     hutchinson_trace,
     hvp_operator,
     sharded_hvp_operator,
@@ -30,8 +31,10 @@ from prune_jax.curvature import (  # noqa: E402
 from prune_jax.curvature._checks import LikeSpec  # noqa: E402
 from prune_jax.curvature._layout import FlatLayout  # noqa: E402
 from prune_jax.curvature.spectrum import _slq_jit  # noqa: E402
+from prune_jax.limits import loss_tolerance, predict_sparsity_limit  # noqa: E402
 from prune_jax.sharding import make_mesh, shard_params  # noqa: E402
-from prune_jax.sparsity import magnitude_mask, pq_index  # noqa: E402
+from prune_jax.sparsity import gini_index, magnitude_mask, pq_index  # noqa: E402
+from prune_jax.tree import check_finite  # noqa: E402
 
 
 def _loss(params, batch):
@@ -67,6 +70,87 @@ def _rel(a, b) -> float:
 def _like(tree, ref):
     """``tree`` placed with the shardings of ``ref``'s leaves."""
     return jax.tree.map(lambda x, r: jax.device_put(x, r.sharding), tree, ref)
+
+
+def _limit_gap(a, b) -> float:
+    """Largest deviation between two SparsityLimit results (relative; counts exact)."""
+    return max(abs(a.sparsity - b.sparsity) / b.sparsity, abs(a.distance - b.distance) /
+               b.distance, _rel(a.curve_width_fraction, b.curve_width_fraction),
+               float(abs(a.num_pruned - b.num_pruned)), float(a.num_prunable != b.num_prunable))
+
+
+def _error_message(f, *args, **kwargs) -> str:
+    try:
+        f(*args, **kwargs)
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+def _limits_and_friends(errors, params, batches, sizes, v, op1, q1, mesh8, mesh, sp, sv,
+                        hv) -> None:
+    """Loss tolerance, sparsity limit, Hessian-row zero mass, linearised sharded operator."""
+    # loss tolerance (SPEC 2.3): 6 batches over 8 devices (2 padding batches), and 4-way data
+    # x FSDP parameters; and without a mesh, jit propagation on FSDP parameters
+    tol1 = loss_tolerance(_loss, params, batches)
+    for name, tol in (("loss_tol_data8", loss_tolerance(_loss, params, batches, mesh=mesh8)),
+                      ("loss_tol_data4_model2", loss_tolerance(_loss, sp, batches, mesh=mesh)),
+                      ("loss_tol_fsdp_no_mesh", loss_tolerance(_loss, sp, batches))):
+        errors[name] = max(_rel(tol.losses, tol1.losses), _rel(tol.std, tol1.std),
+                           _rel(tol.mean, tol1.mean), float(tol.losses.shape != (6,)))
+
+    # predicted limit (SPEC 2.3) on kernels split 8-way over both mesh axes: D_p = 6020,
+    # two full 2048-blocks and a tail; host sort (auto) and the jitted global sort
+    rng = np.random.default_rng(5)
+    big = {"Dense_0": {"kernel": jnp.asarray(rng.laplace(0, 0.05, (64, 80)), jnp.float32),
+                       "bias": jnp.ones(80, jnp.float32)},
+           "Dense_1": {"kernel": jnp.asarray(rng.laplace(0, 0.2, (80, 11)), jnp.float32)}}
+    sbig = shard_params(big, mesh, axis=("data", "model"), min_size=64)
+    lams = rng.lognormal(-1.0, 2.5, 300)
+    lams[:30] = 0.0
+    gaps = [0.0, 0.0]
+    for eps in (1e-4, 3e-3, 0.1):
+        ref = predict_sparsity_limit(big, lams, eps)
+        gaps[0] = max(gaps[0], _limit_gap(predict_sparsity_limit(sbig, lams, eps), ref))
+        gaps[1] = max(gaps[1], _limit_gap(predict_sparsity_limit(sbig, lams, eps,
+                                                                 sort="device"), ref))
+    errors["limit_host_sort"], errors["limit_device_sort"] = gaps
+
+    # Hessian-row zero mass (SPEC 1.3): sharded operator and FSDP parameters; global quantiles
+    op = sharded_hvp_operator(_loss, sp, batches, mesh=mesh, batch_sizes=sizes)
+    for name, key in (("quantiles", None), ("stratified", jax.random.key(7))):
+        z1 = hessian_row_zero_mass(op1, params, num_rows=12, tol=0.05, key=key)
+        z2 = hessian_row_zero_mass(op, sp, num_rows=12, tol=0.05, key=key, batch_size=5)
+        errors[f"zero_mass_{name}"] = max(_rel(z2.row_l1, z1.row_l1),
+                                          _rel(z2.magnitudes, z1.magnitudes),
+                                          float(np.sum(z2.indices != z1.indices)),
+                                          abs(z2.fraction - z1.fraction))
+
+    # linearize=True (SPEC 1.1, amortised form): = non-linearised sharded = one device
+    lin8 = sharded_hvp_operator(_loss, params, batches, mesh=mesh8, batch_sizes=sizes,
+                                linearize=True)
+    errors["hvp_linear_data8"] = _rel(lin8(v), op1(v))
+    lin = sharded_hvp_operator(_loss, sp, batches, mesh=mesh, batch_sizes=sizes,
+                               linearize=True)
+    hv_lin = lin(sv)
+    errors["hvp_linear_data4_model2"] = _rel(hv_lin, op1(v))
+    errors["hvp_linear_vs_sharded"] = _rel(hv_lin, hv)
+    errors["slq_linear_nodes"] = _rel(slq(lin, sp, key=jax.random.key(3), num_probes=3,
+                                          num_steps=10).nodes, q1.nodes)
+
+    # host value checks on sharded arrays: a NaN is found and its leaf named
+    bad = jax.tree.map(lambda x: x, sp)
+    bad["Dense_0"]["kernel"] = jax.device_put(bad["Dense_0"]["kernel"].at[3, 5].set(jnp.nan),
+                                              sp["Dense_0"]["kernel"].sharding)
+    messages = [_error_message(check_finite, bad, "params"),
+                _error_message(magnitude_mask, bad, 0.5),
+                _error_message(pq_index, bad),
+                _error_message(gini_index, bad),
+                _error_message(loss_tolerance, _loss, bad, batches, mesh=mesh),
+                _error_message(predict_sparsity_limit, bad, lams, 0.1, sort="device")]
+    errors["nan_checks_missed"] = float(sum("NaN" not in m for m in messages))
+    errors["nan_leaf_unnamed"] = float(sum("Dense_0/kernel" not in m for m in messages[:2]))
+    errors["clean_gini"] = _rel(gini_index(sp), gini_index(params))
 
 
 def main() -> None:
@@ -124,7 +208,10 @@ def main() -> None:
     errors["pq_index_masked"] = _rel(pq_index(sp, 1.0, 2.0, mask=m2),
                                      pq_index(params, 1.0, 2.0, mask=m1))
 
-    # 4. measured, not guessed: per-device compiled memory of SLQ (one probe, 16 steps) for a
+    # 4. the rest of the toolkit on sharded inputs (limits, zero mass, linearised operator)
+    _limits_and_friends(errors, params, batches, sizes, v, op1, q1, mesh8, mesh, sp, sv, hv)
+
+    # 5. measured, not guessed: per-device compiled memory of SLQ (one probe, 16 steps) for a
     #    replicated diagonal operator (D = 2^18 + 3), with the flat basis split over the 8
     #    devices (FlatLayout, what slq does) vs left to XLA's propagation (no constraint).
     dim, steps = 2**18 + 3, 16

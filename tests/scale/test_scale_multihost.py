@@ -3,8 +3,11 @@
 Starts ``_multihost_check.py`` twice with a localhost coordinator
 (``jax.distributed.initialize``), 2 simulated CPU devices each (a global 4-device mesh, CPU
 collectives over gloo), each process passing only its own half of the batches; process 0
-writes the deviation of the data-parallel HVP, Hutchinson samples and SLQ nodes from the
-one-process results.
+writes the deviation of the data-parallel HVP (also linearised), Hutchinson samples and SLQ
+nodes from the one-process results. A second model has every leaf split 4-way over both
+processes (no process can read it alone): the host value checks must still find a NaN, and
+the sparsity measures, magnitude mask, a neuron-scope SAP step, loss tolerance, predicted
+limit (device sort) and Hessian-row zero mass must equal the one-process results.
 """
 
 from __future__ import annotations
@@ -52,6 +55,28 @@ def test_two_processes_form_one_mesh(report):
     assert report["processes"] == 2 and report["devices"] == 4
 
 
-@pytest.mark.parametrize("check", ["hvp", "trace", "slq_nodes"])
+@pytest.mark.parametrize("check", ["hvp", "hvp_linear", "trace", "slq_nodes"])
 def test_multihost_equals_one_process(report, check):
     assert report[check] < 1e-12, report
+
+
+def test_split_parameters_are_not_readable_by_one_process(report):
+    assert report["split_unreadable"] is True
+
+
+def test_host_value_checks_find_nan_in_multiprocess_arrays(report):
+    """check_finite, magnitude_mask, pq_index, gini_index and predict_sparsity_limit."""
+    messages = report["nan_messages"]
+    assert len(messages) == 5 and all("NaN" in m for m in messages), messages
+    assert all("Dense_1/kernel" in m for m in messages[:2] + messages[3:]), messages
+
+
+@pytest.mark.parametrize("check", ["pq", "gini", "pqi_bound", "tol_std", "tol_losses",
+                                   "limit", "zero_l1"])
+def test_multiprocess_parameters_equal_one_process(report, check):
+    assert report["split"][check] < 1e-12, report["split"]
+
+
+@pytest.mark.parametrize("check", ["mask_kept", "sap_mask", "zero_idx"])
+def test_multiprocess_selection_is_identical(report, check):
+    assert report["split_exact"][check] is True, report["split_exact"]

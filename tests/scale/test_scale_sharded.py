@@ -1,4 +1,4 @@
-"""Sharded = one-device results on 8 simulated CPU devices (SPEC 1.1-1.3, issue #7).
+"""Sharded = one-device results on 8 simulated CPU devices (SPEC 1.1-1.3, 2.3, 3.1, issue #7).
 
 XLA's device count is fixed when JAX starts, so the checks run in a fresh interpreter
 (``_multidevice_check.py``) with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``;
@@ -36,7 +36,18 @@ def report() -> dict:
     "slq_nodes", "slq_weights", "slq_offload_nodes", "slq_nobasis_nodes",
     "trace_samples",
     "top_values", "top_vectors", "top_offload_values", "top_offload_vectors",
-    "pq_index", "pq_index_masked",
+    "pq_index", "pq_index_masked", "clean_gini",
+    "loss_tol_data8",           # loss_tolerance(mesh=): 6 batches on 8 devices (2 padding)
+    "loss_tol_data4_model2",    # ... 4-way data x FSDP parameters
+    "loss_tol_fsdp_no_mesh",    # ... FSDP parameters, no mesh (jit propagation)
+    "limit_host_sort",          # predict_sparsity_limit, kernels split 8-way, sort="auto"
+    "limit_device_sort",        # ... sort="device": jitted global sort of sharded kernels
+    "zero_mass_quantiles",      # hessian_row_zero_mass, sharded operator + FSDP params
+    "zero_mass_stratified",     # ... with a key (one pick per magnitude bin)
+    "hvp_linear_data8",         # sharded_hvp_operator(linearize=True) = one device
+    "hvp_linear_data4_model2",
+    "hvp_linear_vs_sharded",    # ... = the non-linearised sharded operator
+    "slq_linear_nodes",
 ])
 def test_sharded_equals_one_device(report, check):
     assert report["errors"][check] < TOL, report["errors"]
@@ -45,6 +56,13 @@ def test_sharded_equals_one_device(report, check):
 @pytest.mark.parametrize("scope", ["global", "neuron"])
 def test_magnitude_mask_on_sharded_params_is_identical(report, scope):
     assert report["errors"][f"mask_{scope}"] == 0
+
+
+@pytest.mark.parametrize("check", ["nan_checks_missed", "nan_leaf_unnamed"])
+def test_host_value_checks_find_nan_in_sharded_params(report, check):
+    """check_finite, magnitude_mask, pq_index, gini_index, loss_tolerance and
+    predict_sparsity_limit raise on a NaN in an FSDP-sharded kernel (naming the leaf)."""
+    assert report["errors"][check] == 0, report["errors"]
 
 
 def test_parameter_sharding_propagates_to_the_hvp(report):
