@@ -134,10 +134,21 @@ def bench_model(twin: Twin, batch_size: int, repeats: int, budget_s: float) -> d
         "torch HVP": lambda: torch_hvp(twin, xt, yt, vt),
         "torch HVP amortised": lambda: torch_amort(vt),
     }
+    flops = {
+        "grad": xla_flops(grad_fn, params, batch),
+        "hvp": xla_flops(raw_hvp, params, batch, v),
+        "tangent": xla_flops(apply_linear, f_lin, v),
+    }
     load_before = load_average()
     times = interleaved(fns, repeats, warmup=1, budget_s=budget_s)
-    return {"times": times, "agree": agree, "one_off": one_off,
+    return {"times": times, "agree": agree, "one_off": one_off, "flops": flops,
             "load": (load_before, load_average())}
+
+
+def xla_flops(fn: Any, *args: Any) -> float:
+    """Floating-point operations of ``fn(*args)`` by XLA's cost analysis of the compiled program
+    (the arithmetic a time ratio cannot beat when both programs run at the same efficiency)."""
+    return float(fn.lower(*args).compile().cost_analysis()["flops"])
 
 
 @jax.jit(static_argnums=0)
@@ -197,6 +208,10 @@ def report(twin: Twin, batch_size: int, res: dict[str, Any]) -> list[str]:
                 ratio_rows)
     print("agreement with torch double backward (max |a-b| / max |b|): " + ", ".join(
         f"{k} {v:.1e}" for k, v in res["agree"].items()))
+    f = res["flops"]
+    print(f"arithmetic (XLA cost analysis): grad {f['grad'] / 1e6:.1f} MFLOP, jvp(grad) "
+          f"{f['hvp'] / 1e6:.1f} MFLOP ({f['hvp'] / f['grad']:.3f}x grad), linearized tangent "
+          f"{f['tangent'] / 1e6:.1f} MFLOP ({f['tangent'] / f['grad']:.3f}x grad)")
     return [f"{kind}: {row[0]} = {row[1]} ({row[2]})" for row in ratio_rows if row[2] != "-"]
 
 

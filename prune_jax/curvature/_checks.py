@@ -168,10 +168,11 @@ def map_chunked(f: Callable[[Array], Any], xs: Array, batch_size: int, *,
                 sequential: bool = False) -> Any:
     """``vmap`` of ``f`` over ``xs``, chunked with ``lax.map`` when ``batch_size < len(xs)``.
 
-    ``sequential=True``: a plain ``lax.map``, one element at a time and no ``vmap`` at all
-    (host-offloaded Lanczos bases need that; otherwise it is slower, so not the default).
+    ``sequential=True`` or ``batch_size == 1``: a plain ``lax.map``, one element at a time and
+    no ``vmap`` at all (host-offloaded Lanczos bases need that, and a ``lax.cond`` or
+    ``while_loop`` inside ``f`` then keeps an unbatched predicate).
     """
-    if sequential:
+    if sequential or batch_size == 1:
         return jax.lax.map(f, xs)
     if batch_size >= xs.shape[0]:
         return jax.vmap(f)(xs)

@@ -27,7 +27,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from prune_jax.curvature._checks import check_tree, is_concrete
-from prune_jax.tree import Array, PyTree, check_same_structure, leaf_names
+from prune_jax.tree import Array, PyTree, check_floating, check_same_structure, leaf_names
 
 __all__ = ["dataset_hvp", "hvp", "hvp_operator"]
 
@@ -85,6 +85,22 @@ _hvp_jit = jax.jit(_hvp_core, static_argnums=0)
 _dataset_hvp_jit = jax.jit(_dataset_hvp_core, static_argnums=0)
 
 
+def _all_finite(tree: PyTree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+@jax.jit(static_argnums=0)
+def _hvp_checked(loss_fn: LossFn, params: PyTree, v: PyTree) -> tuple[PyTree, Array]:
+    """``H v`` and one all-finite flag over ``params``, ``v`` and ``H v``, in one program.
+
+    The flag's reductions fuse into the product's program, so :func:`hvp` validates values
+    with a single device-to-host transfer of one bool instead of separate programs and syncs
+    before the product.
+    """
+    hv = _hvp_core(loss_fn, params, v)
+    return hv, _all_finite((params, v, hv))
+
+
 @jax.jit(static_argnums=0)
 def _linearize_single(loss_fn: LossFn, params: PyTree) -> Partial:
     return jax.linearize(jax.grad(loss_fn), params)[1]
@@ -123,13 +139,18 @@ class _DatasetHVP:
 
 # --------------------------------------------------------------------------- validation
 
-def _check_v(params: PyTree, v: PyTree) -> None:
+def _check_v_layout(params: PyTree, v: PyTree) -> None:
+    """Structure, shapes and dtypes of ``v`` against ``params`` (no values inspected)."""
     check_same_structure(params, v, "params", "v")
     for n, p, x in zip(leaf_names(params), jax.tree.leaves(params), jax.tree.leaves(v),
                        strict=True):
         if jnp.result_type(p) != jnp.result_type(x):
             raise TypeError(f"v leaf {n!r} has dtype {jnp.result_type(x)}, but params has "
                             f"{jnp.result_type(p)} (tangents must match the primal dtype)")
+
+
+def _check_v(params: PyTree, v: PyTree) -> None:
+    _check_v_layout(params, v)
     check_tree(v, "v")
 
 
@@ -173,6 +194,8 @@ def hvp(loss_fn: LossFn, params: PyTree, v: PyTree) -> PyTree:
     Forward-over-reverse, ``jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]``, for any pytree;
     ``v`` has the structure, shapes and dtypes of ``params``. The product is compiled once per
     ``loss_fn`` object (``params`` and ``v`` are jit arguments), so reuse the same ``loss_fn``.
+    NaN/Inf in ``params``, ``v`` or the product raise ``ValueError`` (one flag computed in the
+    product's own program; skipped under the caller's ``jit``/``vmap``).
     For a model with state, ``loss_fn`` fixes the mode (the toolkit's default: inference).
 
     Example:
@@ -182,9 +205,19 @@ def hvp(loss_fn: LossFn, params: PyTree, v: PyTree) -> PyTree:
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    check_tree(params, "params")
-    _check_v(params, v)
-    return _hvp_jit(loss_fn, params, v)
+    if not jax.tree.leaves(params):
+        raise ValueError("params must be a non-empty pytree of arrays")
+    check_floating(params, "params")
+    _check_v_layout(params, v)
+    if not is_concrete((params, v)):  # under the caller's jit/vmap: no value checks
+        return _hvp_jit(loss_fn, params, v)
+    hv, ok = _hvp_checked(loss_fn, params, v)
+    if not bool(ok):
+        check_tree(params, "params")  # these raise, naming the offending leaf
+        check_tree(v, "v")
+        raise ValueError("the HVP produced NaN or Inf for finite params and v; check loss_fn "
+                         "(e.g. log of 0, overflow)")
+    return hv
 
 
 def hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree | None = None, *,

@@ -81,8 +81,27 @@ def _dot(a: Array, b: Array) -> Array:
     return jnp.matmul(a, b, precision=_HIGHEST)
 
 
-def _orthogonalize(basis: Array, u: Array) -> Array:
-    """``u - Q (Q^T u)`` applied twice ("twice is enough"); unused rows of ``Q`` are zero."""
+def _block_pass(read_block: Any, num_blocks: Array, u: Array) -> Array:
+    """One block Gram-Schmidt pass ``u -= Q_b^T (Q_b u)`` over row blocks ``0..num_blocks-1``.
+
+    A ``lax.fori_loop`` with a traced trip count, so only the blocks written so far are read;
+    a block is small enough to stay in cache for its two products.
+    """
+    def body(b: Array, u: Array) -> Array:
+        q = read_block(b)
+        return u - _dot(_dot(q, u), q)
+
+    return jax.lax.fori_loop(0, num_blocks, body, u)
+
+
+def _orthogonalize_blocks(read_block: Any, block: int, u: Array, last: Array) -> Array:
+    """``u`` orthogonalised against basis rows ``0..last``, two passes ("twice is enough")."""
+    num_blocks = last // block + 1
+    return _block_pass(read_block, num_blocks, _block_pass(read_block, num_blocks, u))
+
+
+def _orthogonalize_full(basis: Array, u: Array) -> Array:
+    """``u - Q (Q^T u)`` twice over the whole preallocated basis (unwritten rows are zero)."""
     u = u - _dot(_dot(basis, u), basis)
     return u - _dot(_dot(basis, u), basis)
 
@@ -91,18 +110,52 @@ def _safe_normalize(u: Array, norm: Array) -> Array:
     return u / jnp.where(norm > 0, norm, 1).astype(u.dtype)
 
 
+DEVICE_BLOCK_ROWS = 16  # rows of a device basis read per block of a re-orthogonalisation pass
+BLOCKED_MIN_ENTRIES = 2**20  # smaller device bases are swept whole (see DeviceBasis.for_steps)
 OFFLOAD_BLOCK_ROWS = 8  # rows of a host-offloaded basis streamed to the device at a time
+
+
+def even_block_rows(num_steps: int, max_rows: int) -> int:
+    """Rows per block for ``m + 1`` basis rows: at most ``max_rows``, evened out so that the
+    padded basis exceeds ``m + 1`` rows by less than the number of blocks."""
+    num_blocks = -(-(num_steps + 1) // max_rows)
+    return -(-(num_steps + 1) // num_blocks)
+
+
+def offload_block_rows(num_steps: int) -> int:
+    """Rows per streamed block of an offloaded basis (:func:`even_block_rows` of
+    ``OFFLOAD_BLOCK_ROWS``)."""
+    return even_block_rows(num_steps, OFFLOAD_BLOCK_ROWS)
 
 
 @dataclasses.dataclass(frozen=True)
 class DeviceBasis:
-    """The ``(m + 1, D)`` Lanczos basis in device memory (split over the mesh of ``layout``).
+    """The Lanczos basis in device memory (split over the mesh of ``layout``), in row blocks.
 
-    Re-orthogonalisation is classical Gram-Schmidt against the whole preallocated basis (rows
-    not yet written are zero), two matrix-vector products per pass.
+    ``ceil((m + 1) / block)`` blocks of ``block`` rows. With ``blocked=True``,
+    re-orthogonalisation at step ``j`` reads only the ``j // block + 1`` blocks written so far
+    (block Gram-Schmidt, two passes), so a run of ``m`` steps reads about ``m^2 D`` basis
+    entries instead of ``2 m^2 D`` for a sweep over the whole preallocated basis at every
+    step; ``blocked=False`` is that whole sweep (classical Gram-Schmidt, twice; unwritten rows
+    are zero), for small bases.
     """
 
     layout: FlatLayout
+    block: int = DEVICE_BLOCK_ROWS
+    blocked: bool = True
+
+    @classmethod
+    def for_steps(cls, layout: FlatLayout, num_steps: int) -> DeviceBasis:
+        """The storage for ``num_steps`` steps (:func:`even_block_rows` rows a block).
+
+        A basis of fewer than ``BLOCKED_MIN_ENTRIES`` entries (per device) is swept whole at
+        every step instead (``blocked=False``): it stays in cache, and the block loop's
+        per-iteration overhead would cost more than the unwritten rows (measured on CPU).
+        """
+        block = even_block_rows(num_steps, DEVICE_BLOCK_ROWS)
+        rows = -(-(num_steps + 1) // block) * block
+        devices = 1 if layout.mesh is None else layout.mesh.size
+        return cls(layout, block, rows * (layout.padded // devices) >= BLOCKED_MIN_ENTRIES)
 
     def init(self, rows: int, q0: Array) -> Array:
         basis = jnp.zeros((rows, q0.shape[0]), q0.dtype).at[0].set(q0)
@@ -114,19 +167,18 @@ class DeviceBasis:
     def store(self, basis: Array, i: Array, q: Array) -> Array:
         return self.layout.constrain(basis.at[i].set(q))
 
+    def block_rows(self, basis: Array, b: Array) -> Array:
+        """Rows ``[b * block, (b + 1) * block)`` of the basis."""
+        return jax.lax.dynamic_slice_in_dim(basis, b * self.block, self.block, 0)
+
     def orthogonalize(self, basis: Array, u: Array, last: Array) -> Array:
-        del last  # unused rows are zero
-        return _orthogonalize(basis, u)
+        """``u`` orthogonalised against rows ``0..last``, twice."""
+        if not self.blocked:
+            return _orthogonalize_full(basis, u)
+        return _orthogonalize_blocks(lambda b: self.block_rows(basis, b), self.block, u, last)
 
     def rows(self, num_steps: int) -> int:
-        return num_steps + 1
-
-
-def offload_block_rows(num_steps: int) -> int:
-    """Rows per streamed block of an offloaded basis: at most ``OFFLOAD_BLOCK_ROWS``, evened
-    out so that the host buffer exceeds ``m + 1`` rows by less than the number of blocks."""
-    num_blocks = -(-(num_steps + 1) // OFFLOAD_BLOCK_ROWS)
-    return -(-(num_steps + 1) // num_blocks)
+        return -(-(num_steps + 1) // self.block) * self.block
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,16 +230,8 @@ class HostBasis:
         return self._to_device(jax.lax.dynamic_slice_in_dim(basis, start, self.block, 0))
 
     def orthogonalize(self, basis: Array, u: Array, last: Array) -> Array:
-        num_blocks = last // self.block + 1
-
-        def one_pass(u: Array) -> Array:
-            def body(b: Array, u: Array) -> Array:
-                q = self.block_rows(basis, b)
-                return u - _dot(_dot(q, u), q)
-
-            return jax.lax.fori_loop(0, num_blocks, body, u)
-
-        return one_pass(one_pass(u))
+        """``u`` orthogonalised against rows ``0..last``, twice."""
+        return _orthogonalize_blocks(lambda b: self.block_rows(basis, b), self.block, u, last)
 
 
 Basis = DeviceBasis | HostBasis
@@ -210,9 +254,14 @@ def lanczos_reorth(op: Any, x0: Array, key: Array, num_steps: int, tol: float, *
     1), so no random numbers are generated inside the loop. On a mesh each device shifts its
     own block (``FlatLayout.shift``: no communication), so restart vectors, and results after
     a breakdown, depend on the number of devices.
+
+    The restart is a ``lax.while_loop`` that runs at most once, not a ``lax.cond``: under
+    ``jax.vmap`` (batched probes) a ``cond`` with a batched predicate becomes a ``select``
+    that computes the restart (a second double re-orthogonalisation) at every step of every
+    probe, while a batched ``while_loop`` runs its body only when *some* probe broke down.
     """
     layout = FlatLayout.of(x0.shape[0], None) if layout is None else layout
-    storage = DeviceBasis(layout) if storage is None else storage
+    storage = DeviceBasis.for_steps(layout, num_steps) if storage is None else storage
     dtype = x0.dtype
     x0 = layout.constrain(x0)
     basis = storage.init(storage.rows(num_steps), x0 / jnp.linalg.norm(x0))
@@ -231,12 +280,12 @@ def lanczos_reorth(op: Any, x0: Array, key: Array, num_steps: int, tol: float, *
         beta = jnp.linalg.norm(w)
         broke = beta <= tol * anorm
 
-        def restart() -> Array:
-            shifted = layout.shift(seed, j)
-            r = storage.orthogonalize(basis, shifted, j)
-            return _safe_normalize(r, jnp.linalg.norm(r))
+        def restart(state: tuple[Array, Array]) -> tuple[Array, Array]:
+            r = storage.orthogonalize(basis, layout.shift(seed, j), j)
+            return _safe_normalize(r, jnp.linalg.norm(r)), jnp.zeros((), bool)
 
-        q_next = jax.lax.cond(broke, restart, lambda: _safe_normalize(w, beta))
+        q_next, _ = jax.lax.while_loop(lambda state: state[1], restart,
+                                       (_safe_normalize(w, beta), broke))
         beta = jnp.where(broke, 0, beta).astype(dtype)
         return (storage.store(basis, j + 1, q_next), alphas.at[j].set(alpha),
                 betas.at[j].set(beta), anorm)
@@ -323,7 +372,7 @@ def _lanczos_jit(matvec: Partial, v0: PyTree, key: Array, *, num_steps: int,
     op = layout_operator(matvec, unravel, x0.dtype, layout)
     x0 = layout.pad(x0)
     if reorthogonalize:
-        storage = HostBasis.for_steps(layout, num_steps) if offload else DeviceBasis(layout)
+        storage = (HostBasis if offload else DeviceBasis).for_steps(layout, num_steps)
         alphas, betas, basis = lanczos_reorth(op, x0, key, num_steps, tol, layout=layout,
                                               storage=storage)
         length = jnp.asarray(num_steps, jnp.int32)

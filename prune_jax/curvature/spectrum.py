@@ -208,7 +208,7 @@ def _slq_jit(matvec: Partial, key: Array, *, spec: LikeSpec, num_probes: int, nu
              layout: FlatLayout | None = None, offload: bool = False) -> tuple[Array, Array]:
     layout = _layout(spec, layout)
     op = layout_operator(matvec, spec.unravel(), spec.dtype, layout)
-    storage = HostBasis.for_steps(layout, num_steps) if offload else DeviceBasis(layout)
+    storage = (HostBasis if offload else DeviceBasis).for_steps(layout, num_steps)
 
     def one(k: Array) -> tuple[Array, Array]:
         z, kr = _probe(k, spec.size, spec.dtype)
@@ -229,7 +229,7 @@ def _top_jit(matvec: Partial, key: Array, *, spec: LikeSpec, num_steps: int,
              offload: bool = False) -> tuple[Array, Array, Array]:
     layout = _layout(spec, layout)
     op = layout_operator(matvec, spec.unravel(), spec.dtype, layout)
-    storage = HostBasis.for_steps(layout, num_steps) if offload else DeviceBasis(layout)
+    storage = (HostBasis if offload else DeviceBasis).for_steps(layout, num_steps)
     z, kr = _probe(key, spec.size, spec.dtype)
     return lanczos_reorth(op, layout.pad(z), kr, num_steps, tol, layout=layout,
                           storage=storage)
@@ -305,26 +305,42 @@ def _check_bool(value: Any, name: str) -> bool:
     return value
 
 
+def _platform(layout: FlatLayout) -> str:
+    """Platform (``"cpu"``, ``"gpu"``, ``"tpu"``) of the devices the Lanczos vectors live on."""
+    if layout.mesh is not None:
+        return str(layout.mesh.devices.flat[0].platform)
+    return jax.default_backend()
+
+
 def _chunk(batch_size: int | None, num_probes: int, per_probe_bytes: int,
-           max_memory_bytes: int) -> int:
+           max_memory_bytes: int, platform: str) -> int:
+    """Probes per vmapped chunk: ``batch_size``, or the default from the memory budget.
+
+    The default on CPU is 1 (probes one after the other, no ``vmap``): XLA:CPU runs the
+    batched re-orthogonalisation 1.3 to 3 times slower than the same probes in sequence
+    (``benchmarks/bench_probes.py``). On accelerators it is the largest chunk that fits.
+    """
     if batch_size is not None:
         return check_int(batch_size, "batch_size", low=1)
     max_memory_bytes = check_int(max_memory_bytes, "max_memory_bytes", low=1)
+    if platform == "cpu":
+        return 1
     return int(max(1, min(num_probes, max_memory_bytes // max(per_probe_bytes, 1))))
 
 
 def probe_device_rows(num_steps: int, reorthogonalize: bool, offload_basis: bool) -> int:
     """Flat vectors of length ``D_pad / n`` one SLQ probe keeps on each device (estimate).
 
-    The stored basis (``m + 1`` rows) when it is on the device, a streamed block of it when it
-    is offloaded to host memory, plus the vectors in flight (``q``, ``w``, the restart seed
-    and its shift; 4 rows in the no-basis mode).
+    The stored basis (``m + 1`` rows, padded to whole blocks: fewer extra rows than blocks)
+    when it is on the device, a streamed block of it when it is offloaded to host memory,
+    plus the vectors in flight (``q``, ``w``, the restart seed and its shift; 4 rows in the
+    no-basis mode).
     """
     if not reorthogonalize:
         return 4
     if offload_basis:
         return offload_block_rows(num_steps) + 4
-    return num_steps + 1
+    return DeviceBasis.for_steps(FlatLayout.of(1, None), num_steps).rows(num_steps)
 
 
 # --------------------------------------------------------------------------- public API
@@ -427,14 +443,17 @@ def slq(matvec: Matvec, like: PyTree, *, key: Array, num_probes: int, num_steps:
 
     ``num_probes`` Rademacher probes, each a ``num_steps``-step Lanczos run (re-orthogonalised
     unless ``reorthogonalize=False``), vmapped. Probes are chunked with ``lax.map`` in groups
-    of ``batch_size``; by default the group size is the largest whose Lanczos vectors fit in
+    of ``batch_size`` (``batch_size=1``: one probe after the other, no ``vmap``). By default,
+    on GPU/TPU the group size is the largest whose Lanczos vectors fit in
     ``max_memory_bytes`` per device: ``(num_steps + 1) * D / n`` floats per probe with the
     basis on the device (``n`` devices of ``mesh``, 1 without), 4 vectors without a basis
-    (``reorthogonalize=False``). ``offload_basis=True`` keeps each probe's basis in host
-    memory (``docs/scaling.md``); its probes run one at a time (``batch_size`` must be None or
-    1). ``T_m`` is diagonalised in float64 on the host. Returns the raw quadrature; use
-    ``.expect(f)`` for ``(1/D) sum_i f(lambda_i)`` (exact per probe for polynomials of degree
-    ``< 2 m``). ``mesh``: see :func:`lanczos` (default: the operator's or ``like``'s).
+    (``reorthogonalize=False``); on CPU it is 1, because XLA:CPU runs batched probes slower
+    than sequential ones (``benchmarks/RESULTS.md``, bench_probes). ``offload_basis=True``
+    keeps each probe's basis in host memory (``docs/scaling.md``); its probes run one at a
+    time (``batch_size`` must be None or 1). ``T_m`` is diagonalised in float64 on the host.
+    Returns the raw quadrature; use ``.expect(f)`` for ``(1/D) sum_i f(lambda_i)`` (exact per
+    probe for polynomials of degree ``< 2 m``). ``mesh``: see :func:`lanczos` (default: the
+    operator's or ``like``'s).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -465,7 +484,7 @@ def slq(matvec: Matvec, like: PyTree, *, key: Array, num_probes: int, num_steps:
     rows = probe_device_rows(num_steps, reorthogonalize, offload_basis)
     per_probe = rows * (layout.padded // devices) * itemsize
     chunk = 1 if offload_basis else _chunk(batch_size, num_probes, per_probe,
-                                           max_memory_bytes)
+                                           max_memory_bytes, _platform(layout))
     tol = resolve_tol(tol, spec.dtype, reorthogonalize)
     alphas, betas = _slq_jit(op, key, spec=spec, num_probes=num_probes, num_steps=num_steps,
                              reorthogonalize=reorthogonalize, tol=tol, batch_size=chunk,

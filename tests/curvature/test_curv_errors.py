@@ -118,6 +118,8 @@ def test_hvp_argument_errors():
         hvp(loss, {"w": jnp.array([1.0, jnp.inf, 0.0])}, params)
     with pytest.raises(ValueError, match="v contains NaN"):
         hvp(loss, params, {"w": jnp.array([1.0, jnp.nan, 0.0])})
+    with pytest.raises(ValueError, match="HVP produced NaN or Inf"):   # finite inputs
+        hvp(lambda p: jnp.sum(jnp.log(p["w"] - 1.0)), params, params)
     with pytest.raises(TypeError, match="loss_fn"):
         hvp(None, params, params)
     with pytest.raises(TypeError, match="params"):

@@ -201,3 +201,50 @@ def test_pytree_start_vector_and_basis():
     assert res.basis["a"].shape == (5, 3) and res.basis["b"].shape == (5, 1, 2)
     np.testing.assert_allclose(tridiagonal_eigh(res.alphas, res.betas).values,
                                [1.0, 2.0, 3.0, 4.0, 5.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("eigs", [np.linspace(-1.0, 4.0, D), [2.0] * 20 + [5.0] * 20 + [0.0] * 20],
+                         ids=["distinct", "three-values-breakdown"])
+def test_blocked_reorthogonalisation_equals_whole_basis_sweep(eigs):
+    """Block Gram-Schmidt over the rows written so far = the whole-basis sweep (SPEC 1.2)."""
+    from prune_jax.curvature._layout import FlatLayout
+    from prune_jax.curvature.lanczos import DeviceBasis, lanczos_reorth
+
+    with jax.enable_x64(True):
+        op, a = _operator(eigs, seed=12, dtype=jnp.float64)
+        layout = FlatLayout.of(D, None)
+        x0, key = _start(dtype=jnp.float64), jax.random.key(3)
+        out = {}
+        for blocked in (True, False):
+            storage = DeviceBasis(layout, block=5, blocked=blocked)  # 3 blocks for m = 14
+            out[blocked] = jax.jit(lambda x, k, s=storage: lanczos_reorth(
+                op, x, k, 14, 1e-10, layout=layout, storage=s))(x0, key)
+        for got, ref in zip(out[True], out[False], strict=True):
+            np.testing.assert_allclose(got, ref, atol=1e-10)
+        q = np.asarray(out[True][2])
+        assert np.abs(q @ q.T - np.eye(14)).max() < 1e-12
+        t = np.diag(out[True][0]) + np.diag(out[True][1][:-1], 1) + np.diag(out[True][1][:-1], -1)
+        assert np.abs(q @ a @ q.T - t).max() < 1e-10
+
+
+def test_vmapped_probes_where_only_some_break_down():
+    """Under vmap the restart runs for the probes that broke down and leaves the others as
+    they would be alone (the restart is a batched while_loop, not a cond-turned-select)."""
+    with jax.enable_x64(True):
+        d = np.repeat([1.0, 2.0, 3.0, 4.0], D // 4)
+        op = Partial(jnp.matmul, jnp.asarray(np.diag(d)))
+        generic = _start(dtype=jnp.float64)                   # Krylov dimension 4
+        special = jnp.zeros(D, jnp.float64).at[0].set(1.0).at[-1].set(1.0)  # dimension 2
+        starts = jnp.stack([generic, special])
+        batched = jax.vmap(lambda v: lanczos(op, v, 8, return_basis=True))(starts)
+        for i, breaks_at in ((0, 3), (1, 1)):
+            one = lanczos(op, starts[i], 8, return_basis=True)
+            np.testing.assert_allclose(batched.alphas[i], one.alphas, atol=1e-12)
+            np.testing.assert_allclose(batched.betas[i], one.betas, atol=1e-12)
+            assert float(batched.betas[i][breaks_at]) == 0.0
+            assert np.all(np.asarray(batched.betas[i][:breaks_at]) > 0)
+            q = np.asarray(batched.basis[i])
+            assert np.abs(q @ q.T - np.eye(8)).max() < 1e-12
+            tri = (np.diag(batched.alphas[i]) + np.diag(batched.betas[i][:-1], 1)
+                   + np.diag(batched.betas[i][:-1], -1))
+            assert np.abs(q @ np.diag(d) @ q.T - tri).max() < 1e-12
