@@ -70,7 +70,14 @@ def _dataset_hvp_core(loss_fn: LossFn, params: PyTree, batches: PyTree, weights:
 
 
 def _dataset_grad(loss_fn: LossFn, params: PyTree, batches: PyTree, weights: Array) -> PyTree:
-    """``sum_b weights_b grad L_b(params)`` in one ``lax.scan`` (the data-set gradient)."""
+    """``sum_b weights_b grad L_b(params)`` in one ``lax.scan`` (the data-set gradient).
+
+    A single batch skips the scan, as in :func:`_dataset_hvp_core` (so its linearisation,
+    the amortised operator, has no loop either).
+    """
+    if _num_leading(batches) == 1:
+        g = jax.grad(loss_fn)(params, jax.tree.map(lambda x: x[0], batches))
+        return jax.tree.map(lambda x: weights[0].astype(x.dtype) * x, g)
 
     def body(acc: PyTree, xs: tuple[PyTree, Array]) -> tuple[PyTree, None]:
         batch, w = xs
