@@ -146,8 +146,20 @@ class _DatasetHVP:
 
 # --------------------------------------------------------------------------- validation
 
+def _same_layout(params: PyTree, v: PyTree) -> bool:
+    """Fast path: same tree structure and leaf shapes/dtypes (array leaves only)."""
+    pl, pt = jax.tree.flatten(params)
+    vl, vt = jax.tree.flatten(v)
+    return pt == vt and all(
+        isinstance(a, jax.Array) and isinstance(b, jax.Array) and a.shape == b.shape
+        and a.dtype == b.dtype and jnp.issubdtype(a.dtype, jnp.floating)
+        for a, b in zip(pl, vl, strict=True))
+
+
 def _check_v_layout(params: PyTree, v: PyTree) -> None:
     """Structure, shapes and dtypes of ``v`` against ``params`` (no values inspected)."""
+    if _same_layout(params, v):
+        return
     check_same_structure(params, v, "params", "v")
     for n, p, x in zip(leaf_names(params), jax.tree.leaves(params), jax.tree.leaves(v),
                        strict=True):
@@ -214,8 +226,9 @@ def hvp(loss_fn: LossFn, params: PyTree, v: PyTree) -> PyTree:
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if not jax.tree.leaves(params):
         raise ValueError("params must be a non-empty pytree of arrays")
-    check_floating(params, "params")
-    _check_v_layout(params, v)
+    if not _same_layout(params, v):  # the detailed checks, naming the offending leaf
+        check_floating(params, "params")
+        _check_v_layout(params, v)
     if not is_concrete((params, v)):  # under the caller's jit/vmap: no value checks
         return _hvp_jit(loss_fn, params, v)
     hv, ok = _hvp_checked(loss_fn, params, v)
