@@ -10,19 +10,26 @@ Rows, each against the same arrays:
 - floor: a jitted ``sum(|x|)`` over the leaves (one read of the data; the memory-bound floor);
 - ``pq_index`` (p, q) = (0.5, 1) and (1, 2): the public function, host checks included;
 - numpy PQ Index: the same formula with numpy (max-scaled, float32, per leaf);
-- ``magnitude_mask`` at sparsity 0.5, global scope: the public function (sort-free exact
-  selection: bisection on the float bit patterns, deterministic ties);
+- ``magnitude_mask`` at sparsity 0.5, global scope: the public function (exact selection by
+  bracket refinement, deterministic ties; ``prune_jax/sparsity/_select.py``), then its jitted
+  core alone (``kept_after_removal``: no host-side argument checks), with the number of
+  passes over the weights it made; the same at sparsity 0.9 with a current mask (half of the
+  weights already pruned); and at ``"layer"`` scope (each leaf one unit);
+- the core forced onto the bisection path (the small-unit algorithm, 31+ counting passes;
+  one timed run), for reference;
 - numpy magnitude mask: ``np.argpartition`` over the concatenated magnitudes (introselect;
-  exact count, ties in no particular order);
+  exact count, ties in no particular order), global and per leaf;
 - jitted ``jnp.sort`` mask: the obvious full-sort approach in JAX (``--no-sort`` skips it).
 
 Each row prints the median wall time over ``--repeats`` runs after one warm-up call (the
-compilation), and its ratio to the floor and to the numpy version of the same computation.
+compilation; its time is printed for ``magnitude_mask``), and its ratio to the floor and to
+the numpy version of the same computation. The load average is printed at start and end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -33,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prune_jax.sparsity import magnitude_mask, pq_index
+from prune_jax.sparsity._select import Refinement, kept_after_removal, refine_cut
 
 
 def make_params(size: int, seed: int) -> dict:
@@ -72,6 +80,28 @@ def numpy_mask(leaves: list[np.ndarray], sparsity: float) -> list[np.ndarray]:
     return np.split(keep, np.cumsum([x.size for x in leaves])[:-1])
 
 
+def numpy_layer_mask(leaves: list[np.ndarray], sparsity: float) -> list[np.ndarray]:
+    return [numpy_mask([x], sparsity)[0] for x in leaves]
+
+
+def numpy_masked_mask(leaves: list[np.ndarray], live: list[np.ndarray], sparsity: float
+                      ) -> list[np.ndarray]:
+    """Global mask with a current mask: pruned entries rank first (magnitude -1)."""
+    mags = np.concatenate([np.where(m, np.abs(x), -1.0).ravel()
+                           for x, m in zip(leaves, live, strict=True)])
+    k = max(int(np.floor(sparsity * mags.size)), int((mags < 0).sum()))
+    keep = np.ones(mags.size, bool)
+    keep[np.argpartition(mags, k)[:k]] = False
+    return np.split(keep, np.cumsum([x.size for x in leaves])[:-1])
+
+
+def first_call(fn: Callable[[], Any]) -> float:
+    """Seconds of one call (the first one: compilation included)."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
 @partial(jax.jit, static_argnames="k")
 def sort_mask(leaves: list[jax.Array], k: int) -> list[jax.Array]:
     mags = jnp.concatenate([jnp.abs(x).ravel() for x in leaves])
@@ -97,7 +127,8 @@ def main() -> None:
     host = [np.asarray(x) for x in leaves]
     n = sum(x.size for x in leaves)
     print(f"{n:,} float32 weights in {len(leaves)} leaves; backend {jax.default_backend()}, "
-          f"{jax.device_count()} device(s)")
+          f"{jax.device_count()} device(s); load average at start "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     floor = timed(lambda: floor_sum(leaves), args.repeats)
     rows: list[tuple[str, float, float | None]] = [("floor: jit sum(|x|)", floor, None)]
@@ -109,19 +140,46 @@ def main() -> None:
         rows += [(f"pq_index p={p} q={q}", got, ref), (f"  numpy p={p} q={q}", ref, None)]
 
     sparsity = 0.5
-    ref = timed(lambda: numpy_mask(host, sparsity), max(1, args.repeats // 2))
+    k = int(np.floor(sparsity * n))
+    compile_s = first_call(lambda: magnitude_mask(params, sparsity))
+    ref = ref_global = timed(lambda: numpy_mask(host, sparsity), max(1, args.repeats // 2))
     got = timed(lambda: magnitude_mask(params, sparsity), args.repeats)
     kept = sum(int(np.sum(m)) for m in jax.tree.leaves(magnitude_mask(params, sparsity)))
-    assert kept == n - int(np.floor(sparsity * n)), kept
-    rows += [("magnitude_mask global s=0.5", got, ref), ("  numpy argpartition", ref, None)]
-    if not args.no_sort:
-        k = int(np.floor(sparsity * n))
-        rows.append(("  jit jnp.argsort mask", timed(lambda: sort_mask(leaves, k), 1), ref))
+    assert kept == n - k, kept
+    at_least = [jnp.full((1,), k, jnp.int32)] * len(leaves)
+    extra = [jnp.zeros((1,), jnp.int32)] * len(leaves)
+    core = timed(lambda: kept_after_removal(leaves, None, at_least, extra, scope="global"),
+                 args.repeats)
+    flat = [x.reshape(-1) for x in leaves]
+    passes = int(refine_cut(flat, None, jnp.int32(k), float_dtype=jnp.float32)[2])
+    bisect = timed(lambda: kept_after_removal(leaves, None, at_least, extra, scope="global",
+                                              config=Refinement(fast_min=2**31)), 1)
+    rows += [("magnitude_mask global s=0.5", got, ref),
+             (f"  core only ({passes} passes + final)", core, ref),
+             ("  core on the bisection path", bisect, ref),
+             ("  numpy argpartition", ref, None)]
 
-    print(f"\n{'computation':34s} {'median ms':>10s} {'x floor':>9s} {'x numpy':>9s}")
+    rng = np.random.default_rng(1)
+    mask = jax.tree.map(lambda x: jnp.asarray(rng.uniform(size=x.shape) < 0.5), params)
+    host_live = [np.asarray(m) for m in jax.tree.leaves(mask)]
+    ref = timed(lambda: numpy_masked_mask(host, host_live, 0.9), max(1, args.repeats // 2))
+    got = timed(lambda: magnitude_mask(params, 0.9, mask=mask), args.repeats)
+    rows += [("magnitude_mask global s=0.9, mask", got, ref), ("  numpy argpartition", ref, None)]
+
+    ref = timed(lambda: numpy_layer_mask(host, sparsity), max(1, args.repeats // 2))
+    got = timed(lambda: magnitude_mask(params, sparsity, scope="layer"), args.repeats)
+    rows += [("magnitude_mask layer s=0.5", got, ref), ("  numpy argpartition per leaf", ref, None)]
+    if not args.no_sort:
+        rows.append(("  jit jnp.argsort mask (global)", timed(lambda: sort_mask(leaves, k), 1),
+                     ref_global))
+
+    print(f"\n{'computation':38s} {'median ms':>10s} {'x floor':>9s} {'x numpy':>9s}")
     for name, seconds, numpy_seconds in rows:
         vs_numpy = f"{seconds / numpy_seconds:9.2f}" if numpy_seconds else f"{'':9s}"
-        print(f"{name:34s} {seconds * 1e3:10.1f} {seconds / floor:9.1f} {vs_numpy}")
+        print(f"{name:38s} {seconds * 1e3:10.1f} {seconds / floor:9.1f} {vs_numpy}")
+    print(f"\nfirst magnitude_mask call (compilation included): {compile_s:.1f} s; floor "
+          f"again {timed(lambda: floor_sum(leaves), args.repeats) * 1e3:.1f} ms; load average "
+          f"at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 from sp_oracles import gather, remove_smallest_np, scatter, units_np
 
 from prune_jax.sparsity import apply_mask, magnitude_mask, sparsity_report
+from prune_jax.sparsity._select import Refinement, kept_after_removal, refine_cut
 
 SCOPES = ["global", "layer", "neuron"]
 
@@ -212,3 +213,147 @@ def test_errors_name_the_argument() -> None:
         magnitude_mask(ints, 0.5)
     with pytest.raises(ValueError, match="prunable"):
         magnitude_mask({"bias": np.ones(3, np.float32)}, 0.5)
+
+
+# Bracket refinement (large units, prune_jax/sparsity/_select.py) against the bisection and the
+# lexsort oracle. Small Refinement settings reach every branch (several passes, resampling,
+# tie windows, equal key splits) on small inputs; the fixed shapes keep compilations few.
+
+REFINE_SHAPES = [(37, 29), (300,), (5, 7, 11)]  # 1073 + 300 + 385 = 1758 weights
+REFINE_CONFIGS = {
+    "sampled": Refinement(fast_min=1, sample=64, cap=256),
+    "key-splits": Refinement(fast_min=1, sample=64, cap=256, guided_passes=0),
+}
+
+
+def refine_leaves(kind: str, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for shape in REFINE_SHAPES:
+        n = int(np.prod(shape))
+        if kind == "laplace":
+            w = rng.laplace(0.0, 1.0, n)
+        elif kind == "ties":  # 7 magnitudes of both signs, zeros included
+            w = rng.integers(-3, 4, n) * 0.5
+        elif kind == "zeros":  # 40% exact zeros (and -0.0)
+            w = np.where(rng.uniform(size=n) < 0.4, rng.choice([0.0, -0.0], n),
+                         rng.standard_normal(n))
+        elif kind == "subnormal":  # ties among subnormals, which XLA:CPU flushes in float math
+            w = rng.choice([1e-45, 3e-45, 1e-40, 1.0, 2.0], n) * rng.choice([-1, 1], n)
+        elif kind == "sorted":
+            w = np.sort(rng.standard_normal(n))
+        else:  # "periodic": a short period, so that the strided sample is unrepresentative
+            w = np.tile(rng.standard_normal(9), n // 9 + 1)[:n]
+        out.append(w.astype(np.float32).reshape(shape))
+    return out
+
+
+def refine_counts(scope: str, k: int) -> list[int]:
+    """Per-leaf ``at_least``: k under "global", ``k * m // 1758`` per leaf under "layer"."""
+    sizes = [int(np.prod(s)) for s in REFINE_SHAPES]
+    return [k] * 3 if scope == "global" else [k * m // sum(sizes) for m in sizes]
+
+
+def refine_oracle(leaves: list[np.ndarray], live: list[np.ndarray] | None,
+                  at_least: list[int], scope: str) -> list[np.ndarray]:
+    live = [np.ones(x.shape, bool) for x in leaves] if live is None else live
+    out = [np.ones(x.shape, bool) for x in leaves]
+    for i, unit in enumerate(units_np(leaves, scope)):
+        values, alive = gather(leaves, unit), gather(live, unit)
+        k = max(at_least[i], int((~alive).sum()))
+        scatter(out, unit, ~remove_smallest_np(values, alive, k))
+    return out
+
+
+@pytest.mark.parametrize("config", list(REFINE_CONFIGS))
+@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_refinement_equals_bisection_and_oracle(config: str, scope: str,
+                                                with_mask: bool) -> None:
+    cfg = REFINE_CONFIGS[config]
+    bisect = Refinement(fast_min=10**9)
+    zeros = [jnp.zeros((1,), jnp.int32)] * 3
+    for seed, kind in enumerate(["laplace", "ties", "zeros", "subnormal", "sorted",
+                                 "periodic"]):
+        leaves = refine_leaves(kind, seed)
+        rng = np.random.default_rng(100 + seed)
+        live = ([rng.uniform(size=x.shape) < rng.uniform(0.2, 0.9) for x in leaves]
+                if with_mask else None)
+        for k in (0, 1, 2, 500, 879, 1500, 1757, 1758):
+            at_least = refine_counts(scope, k)
+            args = ([jnp.asarray(x) for x in leaves],
+                    None if live is None else [jnp.asarray(m) for m in live],
+                    [jnp.asarray([c], jnp.int32) for c in at_least], zeros)
+            got = kept_after_removal(*args, scope=scope, config=cfg)
+            ref = kept_after_removal(*args, scope=scope, config=bisect)
+            want = refine_oracle(leaves, live, at_least, scope)
+            for g, r, w in zip(got, ref, want, strict=True):
+                np.testing.assert_array_equal(np.asarray(g), w, err_msg=f"{kind} k={k}")
+                np.testing.assert_array_equal(np.asarray(r), w, err_msg=f"{kind} k={k}")
+
+
+def test_refinement_reaches_its_branches() -> None:
+    """The small settings above do take several passes, resample and split key ranges."""
+    flat = [jnp.asarray(x.ravel()) for x in refine_leaves("laplace", 0)]
+    ties = [jnp.asarray(x.ravel()) for x in refine_leaves("ties", 1)]
+    sampled, splits = REFINE_CONFIGS["sampled"], REFINE_CONFIGS["key-splits"]
+    passes = [int(refine_cut(flat, None, jnp.int32(k), float_dtype=jnp.float32,
+                             config=sampled)[2]) for k in (1, 879, 1757)]
+    assert max(passes) >= 2
+    assert int(refine_cut(flat, None, jnp.int32(879), float_dtype=jnp.float32,
+                          config=splits)[2]) > max(passes)
+    # a tie of 7 magnitudes over 1758 weights: captured as one key value (> cap entries)
+    t, cut, _ = refine_cut(ties, None, jnp.int32(879), float_dtype=jnp.float32, config=sampled)
+    flat_ties = np.concatenate([np.asarray(x) for x in ties])
+    order = np.lexsort((np.arange(flat_ties.size), np.abs(flat_ties)))
+    assert int(cut) == order[878]
+    assert np.float32(np.abs(flat_ties[order[878]])).view(np.int32) == int(t)
+
+
+def test_refinement_float64() -> None:
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        base = rng.integers(1, 4, 1500).astype(np.float64)
+        w = [base[:900] + rng.integers(0, 3, 900) * 1e-13, base[900:] * (1 + 1e-15)]
+        live = [rng.uniform(size=900) < 0.8, np.ones(600, bool)]
+        for k in (1, 700, 1499):
+            _, cut, _ = refine_cut([jnp.asarray(x) for x in w], [jnp.asarray(m) for m in live],
+                                   jnp.asarray(k, jnp.int32), float_dtype=jnp.float64,
+                                   config=Refinement(fast_min=1, sample=64, cap=256))
+            flat = np.concatenate(w)
+            key = np.where(np.concatenate(live), np.abs(flat), -1.0)
+            assert int(cut) == np.lexsort((np.arange(flat.size), key))[k - 1]
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_large_units_take_the_refinement(scope: str) -> None:
+    """Above 2**17 weights the public function uses the refinement: same masks as the oracle,
+    eagerly and under jit, with ties, zeros and a current mask."""
+    rng = np.random.default_rng(11)
+    w0 = (rng.integers(-40, 41, (320, 512)) / 8).astype(np.float32)   # 163840 weights, ties
+    w1 = rng.laplace(0.0, 0.1, (3, 3, 64, 16)).astype(np.float32)       # 9216 weights
+    params = {"Conv_0": {"kernel": w1}, "Dense_0": {"kernel": w0, "bias": np.zeros(512)}}
+    mask = jax.tree.map(lambda x: np.ones(np.shape(x), bool), params)
+    mask["Dense_0"]["kernel"] = rng.uniform(size=w0.shape) < 0.7
+    for sparsity, m in ((0.37, None), (0.8, mask)):
+        got = [magnitude_mask(params, sparsity, scope=scope, mask=m)]
+        if m is not None and scope == "global":
+            got.append(jax.jit(lambda p, mm: magnitude_mask(p, 0.8, mask=mm))(params, m))
+        want = oracle_mask_for(params, sparsity, scope, m)
+        for g in got:
+            for name in ("Conv_0", "Dense_0"):
+                np.testing.assert_array_equal(np.asarray(g[name]["kernel"]), want[name])
+
+
+def oracle_mask_for(params: dict, sparsity: float, scope: str, mask: dict | None
+                    ) -> dict[str, np.ndarray]:
+    names = ["Conv_0", "Dense_0"]
+    leaves = [np.asarray(params[n]["kernel"]) for n in names]
+    live = ([np.ones(x.shape, bool) for x in leaves] if mask is None
+            else [np.asarray(mask[n]["kernel"]) for n in names])
+    out = [np.ones(x.shape, bool) for x in leaves]
+    for unit in units_np(leaves, scope):
+        values, alive = gather(leaves, unit), gather(live, unit)
+        k = max(int(np.floor(sparsity * values.size + 1e-9)), int((~alive).sum()))
+        scatter(out, unit, ~remove_smallest_np(values, alive, k))
+    return dict(zip(names, out, strict=True))
