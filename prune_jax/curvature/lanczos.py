@@ -122,6 +122,11 @@ def even_block_rows(num_steps: int, max_rows: int) -> int:
     return -(-(num_steps + 1) // num_blocks)
 
 
+def padded_rows(num_steps: int, block: int) -> int:
+    """Rows of a basis for ``num_steps`` steps stored in whole blocks of ``block`` rows."""
+    return -(-(num_steps + 1) // block) * block
+
+
 def offload_block_rows(num_steps: int) -> int:
     """Rows per streamed block of an offloaded basis (:func:`even_block_rows` of
     ``OFFLOAD_BLOCK_ROWS``)."""
@@ -153,7 +158,7 @@ class DeviceBasis:
         per-iteration overhead would cost more than the unwritten rows (measured on CPU).
         """
         block = even_block_rows(num_steps, DEVICE_BLOCK_ROWS)
-        rows = -(-(num_steps + 1) // block) * block
+        rows = padded_rows(num_steps, block)
         devices = 1 if layout.mesh is None else layout.mesh.size
         return cls(layout, block, rows * (layout.padded // devices) >= BLOCKED_MIN_ENTRIES)
 
@@ -178,7 +183,7 @@ class DeviceBasis:
         return _orthogonalize_blocks(lambda b: self.block_rows(basis, b), self.block, u, last)
 
     def rows(self, num_steps: int) -> int:
-        return -(-(num_steps + 1) // self.block) * self.block
+        return padded_rows(num_steps, self.block)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +216,7 @@ class HostBasis:
         return self.layout.constrain(jax.device_put(x, jax.memory.Space.Device))
 
     def rows(self, num_steps: int) -> int:
-        return -(-(num_steps + 1) // self.block) * self.block
+        return padded_rows(num_steps, self.block)
 
     def init(self, rows: int, q0: Array) -> Array:
         basis = self._to_host(jnp.zeros((rows, q0.shape[0]), q0.dtype))
