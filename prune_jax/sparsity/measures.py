@@ -33,7 +33,7 @@ from prune_jax.sparsity._checks import (
     check_real,
     is_concrete,
 )
-from prune_jax.sparsity._units import combine, per_unit, unit_view, units_per_leaf
+from prune_jax.sparsity._units import combine, lane_sums, per_unit, unit_view, units_per_leaf
 from prune_jax.tree import (
     PyTree,
     check_finite,
@@ -143,11 +143,13 @@ def _log_mean_ratio(d: Array, s_p: Array, s_q: Array, p: float, q: float) -> Arr
 
 
 def _raw_power_sums(leaves: list[Array], p: float, q: float) -> tuple[Array, Array]:
-    """``(sum |w|^p, sum |w|^q)`` over all leaves, unscaled: two plain vectorised reductions."""
+    """``(sum |w|^p, sum |w|^q)`` over all leaves, unscaled: one fused read per leaf."""
     dtype = _compute_dtype(leaves)
-    s_p = sum(jnp.sum(_power(jnp.abs(w.astype(dtype)), p)) for w in leaves)
-    s_q = sum(jnp.sum(_power(jnp.abs(w.astype(dtype)), q))
-              for w in lax.optimization_barrier(leaves))
+    s_p, s_q = jnp.zeros((), dtype), jnp.zeros((), dtype)
+    for w in leaves:
+        a = jnp.abs(w.astype(dtype)).reshape(-1)
+        leaf_p, leaf_q = lane_sums([_power(a, p), _power(a, q)])
+        s_p, s_q = s_p + leaf_p, s_q + leaf_q
     return s_p, s_q
 
 
@@ -156,11 +158,12 @@ def _pq_index_core(leaves: list[Array], d: Array, *, p: float, q: float
                    ) -> tuple[Array, Array, Array]:
     """PQ Index of all leaves taken as one vector: ``(index, s_p, s_q)`` (jitted core).
 
-    Fast path: unscaled power sums, two reads of the data. They are exact enough unless a
-    power overflowed or the sums are so small that flushed subnormal terms could matter
-    (``s < d * tiny / eps``); then, inside a ``lax.cond``, the sums are recomputed from
-    magnitudes scaled by a power of two (:func:`unit_power_sums`). ``index`` is NaN for the
-    zero vector; ``s_p, s_q`` are non-finite iff the input holds NaN or Inf.
+    Fast path: unscaled power sums, one fused read of the data (``_units.lane_sums``). They
+    are exact enough unless a power overflowed or the sums are so small that flushed
+    subnormal terms could matter (``s < d * tiny / eps``); then, inside a ``lax.cond``, the
+    sums are recomputed from magnitudes scaled by a power of two (:func:`unit_power_sums`).
+    ``index`` is NaN for the zero vector; ``s_p, s_q`` are non-finite iff the input holds NaN
+    or Inf.
     """
     dtype = _compute_dtype(leaves)
     raw = _raw_power_sums(leaves, p, q)

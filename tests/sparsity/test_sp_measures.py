@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from sp_oracles import bound_np, gini_np, pqi_np
 
 from prune_jax.sparsity import gini_index, pq_index, pqi_retained_bound
+from prune_jax.sparsity._units import lane_sums
 
 PQS = [(0.5, 1.0), (1.0, 2.0), (0.5, 2.0)]
 PROPERTY = settings(max_examples=20, deadline=None)
@@ -53,6 +54,16 @@ def test_matches_direct_float64_formula(p: float, q: float) -> None:
     np.testing.assert_allclose(pqi64(w, p, q), pqi_np(w, p, q), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(float(pq_index(w.astype(np.float32), p, q)), pqi_np(w, p, q),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 64, 1000, 4099])
+def test_lane_sums_equal_plain_sums(n: int) -> None:
+    x = np.random.default_rng(n).standard_normal(n)
+    a, b, c = lane_sums([jnp.asarray(x), jnp.asarray(x * x), jnp.asarray(np.abs(x) > 1)
+                         .astype(jnp.int32)])
+    np.testing.assert_allclose([float(a), float(b)], [x.sum(), (x * x).sum()], atol=1e-4,
+                               rtol=1e-5)  # float32 sums
+    assert int(c) == int((np.abs(x) > 1).sum())
 
 
 def test_pytree_is_flattened_globally() -> None:
