@@ -12,9 +12,10 @@ Rows, each against the same arrays:
 - numpy PQ Index: the same formula with numpy (max-scaled, float32, per leaf);
 - ``magnitude_mask`` at sparsity 0.5, global scope: the public function (exact selection by
   bracket refinement, deterministic ties; ``prune_jax/sparsity/_select.py``), then its jitted
-  core alone (``kept_after_removal``: no host-side argument checks), with the number of
-  passes over the weights it made; the same at sparsity 0.9 with a current mask (half of the
-  weights already pruned); and at ``"layer"`` scope (each leaf one unit);
+  core alone (``kept_after_removal``: no host-side argument checks; the finiteness flag is
+  counted by its first pass), with the number of passes over the weights it made; the same
+  at sparsity 0.9 with a current mask (half of the weights already pruned); and at
+  ``"layer"`` scope (each leaf one unit);
 - the core forced onto the bisection path (the small-unit algorithm, 31+ counting passes;
   one timed run), for reference;
 - numpy magnitude mask: ``np.argpartition`` over the concatenated magnitudes (introselect;
@@ -155,7 +156,7 @@ def main() -> None:
     bisect = timed(lambda: kept_after_removal(leaves, None, at_least, extra, scope="global",
                                               config=Refinement(fast_min=2**31)), 1)
     rows += [("magnitude_mask global s=0.5", got, ref),
-             (f"  core only ({passes} passes + final)", core, ref),
+             (f"  core only ({passes} passes, no final)", core, ref),
              ("  core on the bisection path", bisect, ref),
              ("  numpy argpartition", ref, None)]
 

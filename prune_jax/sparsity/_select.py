@@ -19,8 +19,10 @@ masks (``tests/sparsity/test_sp_masks.py`` checks both against a numpy lexsort o
 1. a deterministic strided sample of ``sample`` (16384) keys is sorted;
 2. each *pass* is one fused read of the weights (and mask). Over rows of 32 entries it
    counts ``#{key < b_j}`` for 4 thresholds at once (four 8-bit counters packed in one
-   ``uint32``) and builds a 32-bit word marking the entries of a *window* ``[b_1, b_2)``,
-   both in one variadic row reduction (memory-bound: about one read of the weights). The
+   ``uint32``) and builds two 32-bit words, marking the entries of a *window* ``[b_1, b_2)``
+   and those below it, all in one variadic row reduction (memory-bound: about one read of
+   the weights). The first pass takes the largest finite key as its top threshold, so it
+   also counts NaN/Inf magnitudes (the caller's finiteness check costs no read). The
    thresholds are sample keys: the window is placed around the sample position of the k-th
    key (interpolated in the exact counts) with a margin of several binomial standard
    deviations;
@@ -33,11 +35,14 @@ masks (``tests/sparsity/test_sp_masks.py`` checks both against a numpy lexsort o
 4. after capture, the window's entries are compacted from the bit words in flat order (the
    entry of rank r is found by descending a binary heap of popcounts) and ``t`` is found by
    bisection on their keys; ``J`` is then the entry of rank ``k - #{key < t}`` among those
-   equal to ``t``. A window of one key value gives ``J`` directly from its bit words. A final
-   elementwise pass writes the masks.
+   equal to ``t``. A window of one key value gives ``J`` directly from its bit words;
+5. the removed set is then a bit word array, without another read of the weights: the
+   capturing pass's below-window words, OR the window's removed entries (written back at
+   their positions, or the window's words up to ``J`` for a one-key window). The masks are
+   unpacked from it (a write of one byte per weight).
 
-At 25M float32 weights that is 2 passes, the final pass and about 3 ms of work on arrays of
-at most 10**6 entries (figures in ``benchmarks/RESULTS.md``). The passes are exact whatever
+At 25M float32 weights that is 2 passes, about 8 ms of work on arrays of at most 10**6
+entries and the unpacking (figures in ``benchmarks/RESULTS.md``). The passes are exact whatever
 the data; the sample only steers the thresholds. Ties are windows of their own once the
 sample shows them; when the sample is uninformative, after ``guided_passes`` passes the
 thresholds split the key range into 5 equal parts, so at most about 14 more passes are made
@@ -58,6 +63,7 @@ integer reduction, which it evaluates several times slower than the memory-bound
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import NamedTuple
@@ -103,10 +109,17 @@ def key_dtype(dtype: jnp.dtype) -> tuple[jnp.dtype, jnp.dtype]:
 
 
 def magnitude_keys(w: Array, live: Array | None, float_dtype: jnp.dtype) -> Array:
-    """Integer keys monotone in ``|w|``; ``-1`` where ``live`` is False (already pruned)."""
+    """Integer keys monotone in ``|w|``; ``-1`` where ``live`` is False (already pruned).
+
+    NaN and Inf keep their keys (above every finite magnitude) even where pruned, so that the
+    refinement's first pass counts them (:func:`remove_smallest` reports them).
+    """
     int_dtype = key_dtype(float_dtype)[1]
     bits = lax.bitcast_convert_type(jnp.abs(w.astype(float_dtype)), int_dtype)
-    return bits if live is None else jnp.where(live, bits, jnp.asarray(-1, int_dtype))
+    if live is None:
+        return bits
+    keep = live | (bits > jnp.asarray(_max_finite_key(int_dtype), int_dtype))
+    return jnp.where(keep, bits, jnp.asarray(-1, int_dtype))
 
 
 def _max_finite_key(int_dtype: jnp.dtype) -> int:
@@ -266,23 +279,26 @@ class _Leaves(NamedTuple):
         return keys, flat
 
 
-def _row_stats(keys: Array, b: Array) -> tuple[Array, Array]:
+def _row_stats(keys: Array, b: Array) -> tuple[Array, Array, Array]:
     """One pass over ``(rows, 32)`` keys: ``#{key < b_j}`` for the 4 thresholds ``b`` (int32
-    ``(4,)``) and, per row, the bit word of the entries in ``[b_1, b_2)`` (uint32 ``(rows,)``).
+    ``(4,)``) and, per row, the bit words of the entries in the window ``[b_1, b_2)`` and of
+    those below it (``key < b_1``; uint32 ``(rows,)`` each).
 
     Per entry, ``bucket = #{j: key >= b_j}``; the entry adds 1 to the 8-bit counters
     ``j >= bucket`` of one ``uint32`` (``0x01010101 << 8 * bucket``), so a row sum of 32
-    entries holds 4 counts <= 32 without carries. Both row reductions are one variadic reduce.
+    entries holds 4 counts <= 32 without carries. The three row reductions are one variadic
+    reduce.
     """
     bucket = sum((keys >= b[j]).astype(jnp.uint32) for j in range(4))
     packed = lax.shift_left(jnp.uint32(0x01010101), bucket * jnp.uint32(8))
-    lane = lax.broadcasted_iota(jnp.uint32, (1, LANES), 1)
-    bits = jnp.where((keys >= b[1]) & (keys < b[2]), lax.shift_left(jnp.uint32(1), lane),
-                     jnp.uint32(0))
+    lane = lax.shift_left(jnp.uint32(1), lax.broadcasted_iota(jnp.uint32, (1, LANES), 1))
     zero = jnp.uint32(0)
-    row_counts, row_bits = lax.reduce((packed, bits), (zero, zero),
-                                      lambda a, c: (a[0] + c[0], a[1] + c[1]), (1,))
-    row_counts, row_bits = lax.optimization_barrier((row_counts, row_bits))
+    bits = jnp.where((keys >= b[1]) & (keys < b[2]), lane, zero)
+    below = jnp.where(keys < b[1], lane, zero)
+    row_counts, row_bits, row_below = lax.reduce(
+        (packed, bits, below), (zero, zero, zero),
+        lambda a, c: (a[0] + c[0], a[1] + c[1], a[2] + c[2]), (1,))
+    row_counts, row_bits, row_below = lax.optimization_barrier((row_counts, row_bits, row_below))
     # Counters 0 and 2 (1 and 3) in the two 16-bit halves, summed over groups of 32 rows
     # (at most 1024 per half, so no carry), then the group sums.
     halves = jnp.uint32(0x00FF00FF)
@@ -291,14 +307,15 @@ def _row_stats(keys: Array, b: Array) -> tuple[Array, Array]:
     even, odd = lax.optimization_barrier((even, odd))
     low, high = jnp.uint32(0xFFFF), jnp.uint32(16)
     return jnp.stack([jnp.sum(x, dtype=jnp.int32) for x in
-                      (even & low, odd & low, even >> high, odd >> high)]), row_bits
+                      (even & low, odd & low, even >> high, odd >> high)]), row_bits, row_below
 
 
-def _pass(leaves: _Leaves, b: Array) -> tuple[Array, Array]:
+def _pass(leaves: _Leaves, b: Array) -> tuple[Array, Array, Array]:
     """Counts ``#{key < b_j}`` over the unit (int32 ``(4,)``) and the bit words of the window
-    ``[b_1, b_2)`` in padded order (uint32, ``BLOCK // 32`` words per block)."""
+    ``[b_1, b_2)`` and of the entries below it, in padded order (uint32, ``BLOCK // 32`` words
+    per block)."""
     pad = jnp.iinfo(leaves.int_dtype).max
-    counts, words = jnp.zeros(4, jnp.int32), []
+    counts, words, below = jnp.zeros(4, jnp.int32), [], []
     for i, n in enumerate(leaves.layout.sizes):
         m = n // BLOCK * BLOCK
         parts = []
@@ -309,10 +326,11 @@ def _pass(leaves: _Leaves, b: Array) -> tuple[Array, Array]:
                            constant_values=pad)
             parts.append(tail.reshape(-1, LANES))
         for keys in parts:
-            c, w = _row_stats(keys, b)
+            c, w, lo = _row_stats(keys, b)
             counts = counts + c
             words.append(w)
-    return counts, jnp.concatenate(words)
+            below.append(lo)
+    return counts, jnp.concatenate(words), jnp.concatenate(below)
 
 
 def _select_bits(words: Array, ranks: Array) -> Array:
@@ -465,48 +483,77 @@ class _Refine(NamedTuple):
     c_lo: Array
     c_hi: Array
     sample: Array
-    words: Array
+    words: Array      # bit words of the window of the last pass
+    below: Array      # bit words of the entries below that window
     window: Array     # (2,) keys [b_1, b_2) of the last pass
     c_window: Array   # (2,) counts below them
     captured: Array
+    nonfinite: Array  # entries with NaN/Inf magnitudes (counted by the first pass)
 
 
-def _unit_cut(leaves: _Leaves, k: Array, cfg: Refinement) -> tuple[Array, Array, Array]:
-    """``(t, J, passes)`` of one large flat unit: key and flat index of the k-th smallest
-    entry (``1 <= k <= size``) and the number of passes made (module docstring)."""
+class _Cut(NamedTuple):
+    """Result of :func:`_unit_cut` for one large flat unit."""
+
+    t: Array          # key of the k-th smallest entry
+    cut: Array        # its flat index
+    passes: Array     # passes over the weights made
+    removed: Array    # bit words (padded order) of the k smallest entries
+    nonfinite: Array  # number of NaN/Inf entries (0 unless the input is bad)
+
+
+def _prefix_words(words: Array, pos: Array) -> Array:
+    """``words`` with every bit after padded position ``pos`` cleared."""
+    index = lax.iota(jnp.int32, words.shape[0])
+    last = words & (jnp.uint32(0xFFFFFFFF) >> (31 - (pos & 31)).astype(jnp.uint32))
+    return jnp.where(index < pos >> 5, words, jnp.where(index == pos >> 5, last, jnp.uint32(0)))
+
+
+def _unit_cut(leaves: _Leaves, k: Array, cfg: Refinement) -> _Cut:
+    """The k smallest entries of one large flat unit (``1 <= k <= size``; module docstring).
+
+    The first pass counts below the largest finite key as its upper threshold, so entries with
+    NaN/Inf magnitudes are counted without another read; the loop stops there if any exist
+    (the result is then meaningless and the caller raises).
+    """
     int_dtype = leaves.int_dtype
     top = jnp.asarray(_max_finite_key(int_dtype) + 1, int_dtype)
+    total = jnp.int32(leaves.layout.total)
     n_words = sum(-(-n // BLOCK) for n in leaves.layout.sizes) * (BLOCK // LANES)
 
     def body(s: _Refine) -> _Refine:
         b = _thresholds(s.sample, s.lo, s.hi, s.c_lo, s.c_hi, k,
                         s.passes < cfg.guided_passes, cfg.cap)
+        first = s.passes == 0
+        b = jnp.where(first & (lax.iota(jnp.int32, 4) == 3), top, b)
         # Tie the weights to the loop state: XLA would otherwise hoist the (loop-invariant)
         # key computation out of the loop and materialize all keys once, an extra write.
         weights, live, _ = lax.optimization_barrier((leaves.weights, leaves.live, s.passes))
-        c, words = _pass(leaves._replace(weights=weights, live=live), b)
+        c, words, below = _pass(leaves._replace(weights=weights, live=live), b)
+        nonfinite = jnp.where(first, total - c[3], s.nonfinite)
         edges = jnp.stack([s.lo, b[0], b[1], b[2], b[3], s.hi])
         counts = jnp.stack([s.c_lo, c[0], c[1], c[2], c[3], s.c_hi])
         i = jnp.sum(counts[1:5] < k, dtype=jnp.int32)
         in_window = (c[1] < k) & (k <= c[2])
         captured = in_window & ((c[2] - c[1] <= cfg.cap) | (b[2] - b[1] == 1))
-        sample = lax.cond(in_window & ~captured,
+        sample = lax.cond(in_window & ~captured & (nonfinite == 0),
                           lambda: _resample(leaves, words, c[2] - c[1], cfg.sample),
                           lambda: s.sample)
         return _Refine(s.passes + 1, edges[i], edges[i + 1], counts[i], counts[i + 1], sample,
-                       words, b[1:3], c[1:3], captured)
+                       words, below, b[1:3], c[1:3], captured, nonfinite)
 
-    start = _Refine(jnp.int32(0), jnp.asarray(-1, int_dtype), top, jnp.int32(0),
-                    jnp.int32(leaves.layout.total), _initial_sample(leaves, cfg.sample),
-                    jnp.zeros(n_words, jnp.uint32), jnp.stack([top, top]),
-                    jnp.zeros(2, jnp.int32), jnp.asarray(False))
-    s = lax.while_loop(lambda s: ~s.captured & (s.passes < cfg.max_passes), body, start)
+    empty = jnp.zeros(n_words, jnp.uint32)
+    start = _Refine(jnp.int32(0), jnp.asarray(-1, int_dtype), top, jnp.int32(0), total,
+                    _initial_sample(leaves, cfg.sample), empty, empty, jnp.stack([top, top]),
+                    jnp.zeros(2, jnp.int32), jnp.asarray(False), jnp.int32(0))
+    s = lax.while_loop(lambda s: ~s.captured & (s.passes < cfg.max_passes) & (s.nonfinite == 0),
+                       body, start)
     rank = k - 1 - s.c_window[0]
     size = s.c_window[1] - s.c_window[0]
 
-    def compact() -> tuple[Array, Array]:
+    def compact() -> tuple[Array, Array, Array]:
         slots = jnp.arange(cfg.cap, dtype=jnp.int32)
-        keys, flat = leaves.keys_at(_select_bits(s.words, slots))   # in flat order
+        pos = _select_bits(s.words, slots)
+        keys, flat = leaves.keys_at(pos)   # in flat order
         keys = jnp.where(slots < size, keys, jnp.iinfo(int_dtype).max)
         # t: the smallest key with #{key <= t} > rank, by bisection on [b_1, b_2) (cheaper
         # than sorting the buffer on XLA:CPU).
@@ -521,14 +568,21 @@ def _unit_cut(leaves: _Leaves, k: Array, cfg: Refinement) -> tuple[Array, Array,
         # Among the window's entries equal to t (in flat order), the one of rank
         # rank - #{key < t} is the last removed.
         tie_rank = rank - flat_count(keys < t)
-        return t, flat[_select_bits(_pack_bits(keys == t), tie_rank.reshape(1))[0]]
+        cut = flat[_select_bits(_pack_bits(keys == t), tie_rank.reshape(1))[0]]
+        # The window's removed entries, written back into bit words at their positions.
+        gone = (slots < size) & ((keys < t) | ((keys == t) & (flat <= cut)))
+        bits = jnp.where(gone, lax.shift_left(jnp.uint32(1), (pos & 31).astype(jnp.uint32)),
+                         jnp.uint32(0))
+        removed = jnp.zeros(n_words, jnp.uint32).at[pos >> 5].add(bits, mode="drop")
+        return t, cut, removed
 
-    def one_key() -> tuple[Array, Array]:
-        _, flat = leaves.keys_at(_select_bits(s.words, rank.reshape(1)))
-        return s.window[0], flat[0]
+    def one_key() -> tuple[Array, Array, Array]:
+        pos = _select_bits(s.words, rank.reshape(1))[0]
+        _, flat = leaves.keys_at(pos.reshape(1))
+        return s.window[0], flat[0], _prefix_words(s.words, pos)
 
-    t, cut = lax.cond(size <= cfg.cap, compact, one_key)
-    return t, cut, s.passes
+    t, cut, removed = lax.cond(size <= cfg.cap, compact, one_key)
+    return _Cut(t, cut, s.passes, s.below | removed, s.nonfinite)
 
 
 @partial(jax.jit, static_argnames=("float_dtype", "config"))
@@ -540,33 +594,51 @@ def refine_cut(weights: Sequence[Array], live: Sequence[Array | None] | None, k:
     benchmarks; ``1 <= k <= size``)."""
     live = [None] * len(weights) if live is None else list(live)
     leaves = _Leaves(list(weights), live, float_dtype, _Layout.of([w.shape[0] for w in weights]))
-    return _unit_cut(leaves, jnp.maximum(k, 1), config)
+    cut = _unit_cut(leaves, jnp.maximum(k, 1), config)
+    return cut.t, cut.cut, cut.passes
 
 
-def _removed_flat(leaves: _Leaves, k: Array, cfg: Refinement) -> list[Array]:
-    """Removed-masks of the flat leaves of one large unit (k smallest, ties by flat index)."""
-    t, cut, _ = _unit_cut(leaves, jnp.maximum(k, 1), cfg)
+def _unpack(words: Array, layout: _Layout) -> list[Array]:
+    """Boolean flat leaves from bit words in padded order (the padding is dropped)."""
+    lane = lax.broadcasted_iota(jnp.uint32, (1, LANES), 1)
     out = []
-    for i, (n, off) in enumerate(zip(leaves.layout.sizes, leaves.layout.offsets, strict=True)):
-        keys = leaves.keys(i, slice(None))
-        idx = lax.iota(jnp.int32, n) + off
-        out.append((k > 0) & ((keys < t) | ((keys == t) & (idx <= cut))))
+    for n, start in zip(layout.sizes, layout.starts, strict=True):
+        first = start // LANES
+        span = -(-n // BLOCK) * (BLOCK // LANES)
+        bits = (words[first:first + span, None] >> lane) & jnp.uint32(1)
+        out.append(bits.astype(bool).reshape(-1)[:n])
     return out
+
+
+def _removed_flat(leaves: _Leaves, k: Array, cfg: Refinement) -> tuple[list[Array], Array]:
+    """Removed-masks of the flat leaves of one large unit (k smallest, ties by flat index),
+    and whether all its magnitudes are finite."""
+    cut = _unit_cut(leaves, jnp.maximum(k, 1), cfg)
+    removed = jnp.where(k > 0, cut.removed, jnp.uint32(0))
+    return _unpack(removed, leaves.layout), cut.nonfinite == 0
+
+
+def _all_finite(weights: Sequence[Array], float_dtype: jnp.dtype) -> Array:
+    """True when no entry of ``weights`` has a NaN/Inf magnitude (one counting read each)."""
+    int_dtype = key_dtype(float_dtype)[1]
+    top = jnp.asarray(_max_finite_key(int_dtype), int_dtype)
+    bad = [flat_count(magnitude_keys(w, None, float_dtype).reshape(-1) > top) for w in weights]
+    return functools.reduce(jnp.add, bad, jnp.int32(0)) == 0
 
 
 @partial(jax.jit, static_argnames=("scope", "float_dtype", "config"))
 def remove_smallest(weights: Sequence[Array], live: Sequence[Array] | None,
                     k: Sequence[Array], *, scope: Scope, float_dtype: jnp.dtype,
-                    config: Refinement = DEFAULT) -> list[Array]:
+                    config: Refinement = DEFAULT) -> tuple[list[Array], Array]:
     """Boolean arrays shaped like the unit views: True where an entry is among its unit's k
-    smallest ``(key, flat index)``.
+    smallest ``(key, flat index)``; and a scalar, True when every magnitude is finite.
 
     ``weights``/``live``: per-leaf unit views (``_units.unit_view``) of the parameters and of
     the current keep-mask (``None``: nothing pruned yet); ``k``: per-leaf ``(u,)`` int32
     counts, ``0 <= k <= unit size``. Units of at least ``config.fast_min`` entries under
     ``"global"`` and ``"layer"`` take the bracket refinement, the others the bisection
-    (module docstring); both are exact, so the result does not depend on ``config``. Keys
-    above the largest finite float (NaN, Inf) are not supported.
+    (module docstring); both are exact, so the result does not depend on ``config``. With NaN
+    or Inf weights (including pruned ones) the flag is False and the masks are meaningless.
     """
     n_leaves = len(weights)
     lives = [None] * n_leaves if live is None else list(live)
@@ -575,10 +647,12 @@ def remove_smallest(weights: Sequence[Array], live: Sequence[Array] | None,
         leaves = _Leaves(list(weights), lives, float_dtype, _Layout.of(sizes))
         return _removed_flat(leaves, k[0][0], config)
     out: list[Array | None] = [None] * n_leaves
+    finite = jnp.asarray(True)
     fast = [i for i in range(n_leaves) if scope == "layer" and sizes[i] >= config.fast_min]
     for i in fast:
         leaves = _Leaves([weights[i]], [lives[i]], float_dtype, _Layout.of([sizes[i]]))
-        out[i] = _removed_flat(leaves, k[i][0], config)[0]
+        removed, ok = _removed_flat(leaves, k[i][0], config)
+        out[i], finite = removed[0], finite & ok
     rest = [i for i in range(n_leaves) if i not in fast]
     if rest:
         keys = [magnitude_keys(weights[i], lives[i], float_dtype) for i in rest]
@@ -587,21 +661,24 @@ def remove_smallest(weights: Sequence[Array], live: Sequence[Array] | None,
                                          offsets=tuple(offsets[i] for i in rest), scope=scope)
         for i, r in zip(rest, removed, strict=True):
             out[i] = r
-    return out
+        finite = finite & _all_finite([weights[i] for i in rest], float_dtype)
+    return out, finite
 
 
 @partial(jax.jit, static_argnames=("scope", "config"))
 def kept_after_removal(leaves: Sequence[Array], live: Sequence[Array] | None,
                        at_least: Sequence[Array], extra: Sequence[Array], *,
-                       scope: Scope, config: Refinement = DEFAULT) -> list[Array]:
-    """Keep-masks (leaf shapes) after removing the smallest magnitudes of every unit.
+                       scope: Scope, config: Refinement = DEFAULT) -> tuple[list[Array], Array]:
+    """Keep-masks (leaf shapes) after removing the smallest magnitudes of every unit, and a
+    scalar flag, True when every weight of ``leaves`` is finite.
 
     Per unit, ``max(at_least, pruned + extra)`` entries are removed, where ``pruned`` counts the
     entries that are not ``live`` (already pruned; they rank below every magnitude, so they are
     removed first and stay removed). ``at_least`` and ``extra`` are per-leaf ``(u,)`` int32
     arrays (see ``_units``); magnitudes are ranked in float32 (float64 if any leaf is float64).
     ``config``: parameters of the selection (:class:`Refinement`; the result does not depend
-    on them).
+    on them). The finiteness flag costs no extra read on the refinement path (its first pass
+    counts NaN/Inf); when it is False the masks are meaningless and callers raise.
     """
     float_dtype = key_dtype(jnp.result_type(*leaves))[0]
     views = [unit_view(w, scope) for w in leaves]
@@ -613,6 +690,6 @@ def kept_after_removal(leaves: Sequence[Array], live: Sequence[Array] | None,
                           else per_unit(jnp.sum, ~m, dtype=jnp.int32) for m in live_views],
                          scope, jnp.add)
     k = [jnp.maximum(a, n + e) for a, n, e in zip(at_least, pruned, extra, strict=True)]
-    removed = remove_smallest(views, live_views, k, scope=scope, float_dtype=float_dtype,
-                              config=config)
-    return [~r.reshape(w.shape) for r, w in zip(removed, leaves, strict=True)]
+    removed, finite = remove_smallest(views, live_views, k, scope=scope,
+                                      float_dtype=float_dtype, config=config)
+    return [~r.reshape(w.shape) for r, w in zip(removed, leaves, strict=True)], finite

@@ -108,7 +108,7 @@ def _step(params: PyTree, mask: PyTree | None, *, scope: Scope, prunable: Prunab
     per_leaf = ([units["global"].c] * len(split.leaves) if scope == "global"
                 else [u.c for u in units.values()])
     shapes = [x.shape for x in split.leaves]
-    kept = kept_after_removal(split.leaves, split.live,
+    kept, _ = kept_after_removal(split.leaves, split.live,
                               unit_counts(shapes, scope, [0] * len(shapes)),
                               unit_counts(shapes, scope, per_leaf), scope=scope)
     return PruneStepResult(mask=merge_masks(params, split, kept), units=units)

@@ -23,7 +23,7 @@ from prune_jax.sparsity._checks import (
 )
 from prune_jax.sparsity._select import kept_after_removal
 from prune_jax.sparsity._units import floor_count, unit_sizes, units_per_leaf
-from prune_jax.tree import Prunable, PyTree, leaf_names, prunable_tree
+from prune_jax.tree import Prunable, PyTree, check_floating, leaf_names, prunable_tree, to_host
 
 Array = jax.Array
 
@@ -38,12 +38,18 @@ class PrunableSplit(NamedTuple):
     index: list[int]          # positions of the prunable leaves in ``jax.tree.leaves(params)``
     leaves: list[Array]       # the prunable parameter leaves
     live: list[Array] | None  # their masks, or None when no mask was given
-    masks: list[Array]        # the mask of every leaf (all-True where none was given)
+    masks: list[Array | None]  # every leaf's mask (all-True where none was given; None on
+                               # prunable leaves when no mask was given: merge_masks fills)
 
 
 def split_prunable(params: PyTree, mask: PyTree | None,
-                   prunable: Prunable | PyTree | None) -> PrunableSplit:
-    """Validate ``params``/``mask``/``prunable`` on the host and pick out the prunable leaves."""
+                   prunable: Prunable | PyTree | None, *, finite: bool = True) -> PrunableSplit:
+    """Validate ``params``/``mask``/``prunable`` on the host and pick out the prunable leaves.
+
+    ``finite=False`` skips the NaN/Inf check of the prunable leaves (dtypes are still
+    checked): for callers whose jitted core reports finiteness itself (:func:`magnitude_mask`)
+    and then call :func:`raise_non_finite`.
+    """
     if mask is not None:
         check_mask(params, mask)
     flags = jax.tree.leaves(prunable_tree(params, prunable))
@@ -52,14 +58,38 @@ def split_prunable(params: PyTree, mask: PyTree | None,
     if not index:
         raise ValueError("prunable: no leaf of params is prunable (expected Dense/Conv kernels)")
     chosen = [leaves[i] for i in index]
-    names = leaf_names(params)
-    check_values({names[i]: leaves[i] for i in index}, "params")
+    if finite:
+        check_values(_named(params, leaves, index), "params")
+    else:
+        check_floating(chosen, "params")
     if sum(x.size for x in chosen) > _INDEX_LIMIT:
         raise ValueError(f"params: more than {_INDEX_LIMIT} prunable weights are not supported")
-    masks = ([jnp.ones(x.shape, bool) for x in leaves] if mask is None
+    prunable_set = set(index)
+    masks = ([None if i in prunable_set else jnp.ones(x.shape, bool)
+              for i, x in enumerate(leaves)] if mask is None
              else [jnp.asarray(m) for m in jax.tree.leaves(mask)])
     live = None if mask is None else [masks[i] for i in index]
     return PrunableSplit(index=index, leaves=chosen, live=live, masks=masks)
+
+
+def _named(params: PyTree, leaves: list[Array], index: list[int]) -> dict[str, Array]:
+    names = leaf_names(params)
+    return {names[i]: leaves[i] for i in index}
+
+
+def raise_non_finite(params: PyTree, split: PrunableSplit, finite: Array) -> None:
+    """Raise ``ValueError`` naming params (and the bad leaf) unless the core's flag is True.
+
+    ``finite`` is the scalar flag of :func:`~prune_jax.sparsity._select.kept_after_removal`;
+    under an outer ``jit`` it is a tracer and nothing is checked. Fetched with
+    :func:`prune_jax.tree.to_host` (multi-host safe); on failure the leaf-wise check names
+    the first bad leaf.
+    """
+    if isinstance(finite, jax.core.Tracer) or bool(to_host(finite)):
+        return
+    check_values(_named(params, [jnp.asarray(x) for x in jax.tree.leaves(params)],
+                        split.index), "params")
+    raise ValueError("params contains NaN or Inf")
 
 
 def merge_masks(params: PyTree, split: PrunableSplit, kept: list[Array]) -> PyTree:
@@ -129,12 +159,13 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: Scope = "global",
     """
     sparsity = check_fraction(sparsity, "sparsity")
     scope = check_scope(scope)
-    split = split_prunable(params, mask, prunable)
+    split = split_prunable(params, mask, prunable, finite=False)
     shapes = [x.shape for x in split.leaves]
     at_least = unit_counts(shapes, scope, floor_count(sparsity * np.asarray(
         unit_sizes(shapes, scope), np.float64)))
     extra = unit_counts(shapes, scope, [0] * len(shapes))
-    kept = kept_after_removal(split.leaves, split.live, at_least, extra, scope=scope)
+    kept, finite = kept_after_removal(split.leaves, split.live, at_least, extra, scope=scope)
+    raise_non_finite(params, split, finite)
     return merge_masks(params, split, kept)
 
 

@@ -204,6 +204,21 @@ def main() -> None:
         errors[f"mask_{scope}"] = float(sum(int(np.sum(np.asarray(a) != np.asarray(b)))
                                             for a, b in zip(jax.tree.leaves(m1),
                                                             jax.tree.leaves(m2), strict=True)))
+    # a prunable unit of 2^17 + 1200 weights takes the bracket refinement (_select.py)
+    big = {"Dense_0": {"kernel": jax.random.laplace(jax.random.key(9), (520, 256))},
+           "Dense_1": {"kernel": jax.random.normal(jax.random.key(10), (256, 5))}}
+    sbig = shard_params(big, make_mesh(model=8), min_size=64)
+    for scope in ("global", "layer"):
+        b1 = magnitude_mask(big, 0.6, scope=scope)
+        b2 = magnitude_mask(sbig, 0.6, scope=scope)
+        errors[f"mask_large_{scope}"] = float(sum(
+            int(np.sum(np.asarray(a) != np.asarray(b)))
+            for a, b in zip(jax.tree.leaves(b1), jax.tree.leaves(b2), strict=True)))
+    nan_big = {"Dense_0": {"kernel": jax.device_put(
+        sbig["Dense_0"]["kernel"].at[7, 3].set(jnp.inf), sbig["Dense_0"]["kernel"].sharding)},
+        "Dense_1": sbig["Dense_1"]}
+    message = _error_message(magnitude_mask, nan_big, 0.5)
+    errors["nan_large_unnamed"] = float("NaN or Inf (leaf 'Dense_0/kernel')" not in message)
     errors["pq_index"] = _rel(pq_index(sp, 0.5, 1.0), pq_index(params, 0.5, 1.0))
     errors["pq_index_masked"] = _rel(pq_index(sp, 1.0, 2.0, mask=m2),
                                      pq_index(params, 1.0, 2.0, mask=m1))

@@ -53,12 +53,14 @@ def test_sharded_equals_one_device(report, check):
     assert report["errors"][check] < TOL, report["errors"]
 
 
-@pytest.mark.parametrize("scope", ["global", "neuron"])
+@pytest.mark.parametrize("scope", ["global", "neuron", "large_global", "large_layer"])
 def test_magnitude_mask_on_sharded_params_is_identical(report, scope):
+    """Small units (bisection) and a 2^17-weight kernel split 8-way (bracket refinement)."""
     assert report["errors"][f"mask_{scope}"] == 0
 
 
-@pytest.mark.parametrize("check", ["nan_checks_missed", "nan_leaf_unnamed"])
+@pytest.mark.parametrize("check", ["nan_checks_missed", "nan_leaf_unnamed",
+                                   "nan_large_unnamed"])
 def test_host_value_checks_find_nan_in_sharded_params(report, check):
     """check_finite, magnitude_mask, pq_index, gini_index, loss_tolerance and
     predict_sparsity_limit raise on a NaN in an FSDP-sharded kernel (naming the leaf)."""

@@ -10,6 +10,7 @@ from sp_oracles import gather, remove_smallest_np, scatter, units_np
 
 from prune_jax.sparsity import apply_mask, magnitude_mask, sparsity_report
 from prune_jax.sparsity._select import Refinement, kept_after_removal, refine_cut
+from prune_jax.sparsity._units import units_per_leaf
 
 SCOPES = ["global", "layer", "neuron"]
 
@@ -284,8 +285,9 @@ def test_refinement_equals_bisection_and_oracle(config: str, scope: str,
             args = ([jnp.asarray(x) for x in leaves],
                     None if live is None else [jnp.asarray(m) for m in live],
                     [jnp.asarray([c], jnp.int32) for c in at_least], zeros)
-            got = kept_after_removal(*args, scope=scope, config=cfg)
-            ref = kept_after_removal(*args, scope=scope, config=bisect)
+            got, ok_got = kept_after_removal(*args, scope=scope, config=cfg)
+            ref, ok_ref = kept_after_removal(*args, scope=scope, config=bisect)
+            assert bool(ok_got) and bool(ok_ref)
             want = refine_oracle(leaves, live, at_least, scope)
             for g, r, w in zip(got, ref, want, strict=True):
                 np.testing.assert_array_equal(np.asarray(g), w, err_msg=f"{kind} k={k}")
@@ -357,3 +359,44 @@ def oracle_mask_for(params: dict, sparsity: float, scope: str, mask: dict | None
         k = max(int(np.floor(sparsity * values.size + 1e-9)), int((~alive).sum()))
         scatter(out, unit, ~remove_smallest_np(values, alive, k))
     return dict(zip(names, out, strict=True))
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "neuron"])
+@pytest.mark.parametrize("config", ["sampled", "bisection"])
+def test_core_flags_non_finite_weights_even_where_pruned(scope: str, config: str) -> None:
+    cfg = REFINE_CONFIGS.get(config, Refinement(fast_min=10**9))
+    leaves = refine_leaves("laplace", 3)
+    live = [np.ones(x.shape, bool) for x in leaves]
+    zeros = [jnp.zeros((units_per_leaf(x.shape, scope),), jnp.int32) for x in leaves]
+    at_least = [z + 1 for z in zeros]
+    _, ok = kept_after_removal([jnp.asarray(x) for x in leaves], None, at_least, zeros,
+                               scope=scope, config=cfg)
+    assert bool(ok)
+    for bad, pruned in ((np.nan, False), (np.inf, False), (-np.inf, True), (np.nan, True)):
+        w = [x.copy() for x in leaves]
+        w[1][17] = bad
+        m = [x.copy() for x in live]
+        m[1][17] = not pruned
+        _, ok = kept_after_removal([jnp.asarray(x) for x in w], [jnp.asarray(x) for x in m],
+                                   at_least, zeros, scope=scope, config=cfg)
+        assert not bool(ok), (bad, pruned)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_non_finite_large_leaf_is_named_by_the_public_function(scope: str) -> None:
+    rng = np.random.default_rng(5)
+    params = {"Dense_0": {"kernel": rng.standard_normal((512, 256)).astype(np.float32),
+                          "bias": np.zeros(256, np.float32)},
+              "Dense_1": {"kernel": rng.standard_normal((256, 10)).astype(np.float32)}}
+    kept = magnitude_mask(params, 0.3, scope=scope)  # 2**17 weights: the refinement path
+    removed = [int((~kept[n]["kernel"]).sum()) for n in ("Dense_0", "Dense_1")]
+    want = ([int(0.3 * (512 * 256 + 2560))] if scope == "global"
+            else [int(0.3 * 512 * 256), int(0.3 * 2560)])
+    assert ([sum(removed)] if scope == "global" else removed) == want
+    params["Dense_0"]["kernel"][100, 7] = np.inf
+    with pytest.raises(ValueError, match=r"params contains NaN or Inf \(leaf 'Dense_0/kernel'"):
+        magnitude_mask(params, 0.3, scope=scope)
+    mask = jax.tree.map(lambda x: np.ones(x.shape, bool), params)
+    mask["Dense_0"]["kernel"][100, 7] = False   # a pruned Inf is still bad input
+    with pytest.raises(ValueError, match=r"params contains NaN or Inf \(leaf 'Dense_0/kernel'"):
+        magnitude_mask(params, 0.3, scope=scope, mask=mask)
