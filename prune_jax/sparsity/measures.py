@@ -193,6 +193,8 @@ def _raise_on_bad_sums(s_p: Array | np.ndarray, s_q: Array | np.ndarray, x: PyTr
                        name: str) -> None:
     """Host check on the reductions themselves (no extra pass): NaN/Inf and the zero vector.
 
+    NaN/Inf errors name the first bad leaf (one more pass, on the error path only).
+
     ``s_p, s_q`` are global reductions, so only two scalars come to the host; they are
     fetched with :func:`prune_jax.tree.to_host`, which also works when ``x`` is a multi-host
     array that no single process can read.
@@ -201,6 +203,7 @@ def _raise_on_bad_sums(s_p: Array | np.ndarray, s_q: Array | np.ndarray, x: PyTr
         return
     s = to_host((s_p, s_q))
     if not np.isfinite(s[0] + s[1]):
+        check_finite(x, name)  # error path only: a leaf-wise pass that names the bad leaf
         raise ValueError(f"{name} contains NaN or Inf")
     if s[1] == 0:
         raise ValueError(f"{name} is the zero vector; its PQ Index is undefined (SPEC 3.1)")

@@ -361,42 +361,36 @@ def oracle_mask_for(params: dict, sparsity: float, scope: str, mask: dict | None
     return dict(zip(names, out, strict=True))
 
 
-@pytest.mark.parametrize("scope", ["global", "layer", "neuron"])
-@pytest.mark.parametrize("config", ["sampled", "bisection"])
+@pytest.mark.parametrize(("scope", "config"), [("global", "sampled"), ("layer", "sampled"),
+                                               ("neuron", "bisection")])
 def test_core_flags_non_finite_weights_even_where_pruned(scope: str, config: str) -> None:
+    """The core's finiteness flag (clean inputs: see the refinement test above)."""
     cfg = REFINE_CONFIGS.get(config, Refinement(fast_min=10**9))
     leaves = refine_leaves("laplace", 3)
-    live = [np.ones(x.shape, bool) for x in leaves]
     zeros = [jnp.zeros((units_per_leaf(x.shape, scope),), jnp.int32) for x in leaves]
     at_least = [z + 1 for z in zeros]
-    _, ok = kept_after_removal([jnp.asarray(x) for x in leaves], None, at_least, zeros,
-                               scope=scope, config=cfg)
-    assert bool(ok)
-    for bad, pruned in ((np.nan, False), (np.inf, False), (-np.inf, True), (np.nan, True)):
+    for bad, pruned in ((np.nan, False), (-np.inf, True), (np.nan, True)):
         w = [x.copy() for x in leaves]
         w[1][17] = bad
-        m = [x.copy() for x in live]
+        m = [np.ones(x.shape, bool) for x in leaves]
         m[1][17] = not pruned
         _, ok = kept_after_removal([jnp.asarray(x) for x in w], [jnp.asarray(x) for x in m],
                                    at_least, zeros, scope=scope, config=cfg)
         assert not bool(ok), (bad, pruned)
 
 
-@pytest.mark.parametrize("scope", ["global", "layer"])
-def test_non_finite_large_leaf_is_named_by_the_public_function(scope: str) -> None:
+def test_non_finite_large_leaf_is_named_by_the_public_function() -> None:
     rng = np.random.default_rng(5)
     params = {"Dense_0": {"kernel": rng.standard_normal((512, 256)).astype(np.float32),
                           "bias": np.zeros(256, np.float32)},
               "Dense_1": {"kernel": rng.standard_normal((256, 10)).astype(np.float32)}}
-    kept = magnitude_mask(params, 0.3, scope=scope)  # 2**17 weights: the refinement path
-    removed = [int((~kept[n]["kernel"]).sum()) for n in ("Dense_0", "Dense_1")]
-    want = ([int(0.3 * (512 * 256 + 2560))] if scope == "global"
-            else [int(0.3 * 512 * 256), int(0.3 * 2560)])
-    assert ([sum(removed)] if scope == "global" else removed) == want
+    kept = magnitude_mask(params, 0.3)  # 2**17 + 2560 weights: the refinement path
+    removed = sum(int((~kept[n]["kernel"]).sum()) for n in ("Dense_0", "Dense_1"))
+    assert removed == int(0.3 * (512 * 256 + 2560))
     params["Dense_0"]["kernel"][100, 7] = np.inf
     with pytest.raises(ValueError, match=r"params contains NaN or Inf \(leaf 'Dense_0/kernel'"):
-        magnitude_mask(params, 0.3, scope=scope)
+        magnitude_mask(params, 0.3)
     mask = jax.tree.map(lambda x: np.ones(x.shape, bool), params)
     mask["Dense_0"]["kernel"][100, 7] = False   # a pruned Inf is still bad input
     with pytest.raises(ValueError, match=r"params contains NaN or Inf \(leaf 'Dense_0/kernel'"):
-        magnitude_mask(params, 0.3, scope=scope, mask=mask)
+        magnitude_mask(params, 0.3, mask=mask)
