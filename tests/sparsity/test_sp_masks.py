@@ -10,7 +10,6 @@ from sp_oracles import gather, remove_smallest_np, scatter, units_np
 
 from prune_jax.sparsity import apply_mask, magnitude_mask, sparsity_report
 from prune_jax.sparsity._select import Refinement, kept_after_removal, refine_cut
-from prune_jax.sparsity._units import units_per_leaf
 
 SCOPES = ["global", "layer", "neuron"]
 
@@ -209,6 +208,10 @@ def test_errors_name_the_argument() -> None:
     nan["Dense_0"]["kernel"][3, 1] = np.nan
     with pytest.raises(ValueError, match=r"params contains NaN or Inf \(leaf 'Dense_0/kernel'"):
         magnitude_mask(nan, 0.5)
+    pruned = jax.tree.map(lambda x: np.ones(np.shape(x), bool), params)
+    pruned["Dense_0"]["kernel"][3, 1] = False   # a pruned NaN is still bad input
+    with pytest.raises(ValueError, match=r"params contains NaN or Inf \(leaf 'Dense_0/kernel'"):
+        magnitude_mask(nan, 0.5, scope="neuron", mask=pruned)
     ints = jax.tree.map(lambda x: np.ones(np.shape(x), np.int32), params)
     with pytest.raises(TypeError, match="params"):
         magnitude_mask(ints, 0.5)
@@ -292,6 +295,16 @@ def test_refinement_equals_bisection_and_oracle(config: str, scope: str,
             for g, r, w in zip(got, ref, want, strict=True):
                 np.testing.assert_array_equal(np.asarray(g), w, err_msg=f"{kind} k={k}")
                 np.testing.assert_array_equal(np.asarray(r), w, err_msg=f"{kind} k={k}")
+    if with_mask:  # the finiteness flag (same compiled programs): NaN/Inf, pruned or not
+        for bad, pruned in ((np.nan, False), (-np.inf, True), (np.nan, True)):
+            w = [x.copy() for x in leaves]
+            w[1][17] = bad
+            m = [x.copy() for x in live]
+            m[1][17] = not pruned
+            args = ([jnp.asarray(x) for x in w], [jnp.asarray(x) for x in m],
+                    [jnp.asarray([c], jnp.int32) for c in refine_counts(scope, 500)], zeros)
+            for c in (cfg, bisect):
+                assert not bool(kept_after_removal(*args, scope=scope, config=c)[1]), bad
 
 
 def test_refinement_reaches_its_branches() -> None:
@@ -345,6 +358,13 @@ def test_large_units_take_the_refinement(scope: str) -> None:
         for g in got:
             for name in ("Conv_0", "Dense_0"):
                 np.testing.assert_array_equal(np.asarray(g[name]["kernel"]), want[name])
+    # NaN/Inf is found by the refinement's first pass, even where pruned, and the leaf named
+    bad = jax.tree.map(np.copy, params)
+    bad["Dense_0"]["kernel"][100, 7] = np.inf
+    mask["Dense_0"]["kernel"][100, 7] = False
+    for sparsity, m in ((0.37, None), (0.8, mask)):
+        with pytest.raises(ValueError, match=r"NaN or Inf \(leaf 'Dense_0/kernel'"):
+            magnitude_mask(bad, sparsity, scope=scope, mask=m)
 
 
 def oracle_mask_for(params: dict, sparsity: float, scope: str, mask: dict | None
@@ -359,38 +379,3 @@ def oracle_mask_for(params: dict, sparsity: float, scope: str, mask: dict | None
         k = max(int(np.floor(sparsity * values.size + 1e-9)), int((~alive).sum()))
         scatter(out, unit, ~remove_smallest_np(values, alive, k))
     return dict(zip(names, out, strict=True))
-
-
-@pytest.mark.parametrize(("scope", "config"), [("global", "sampled"), ("layer", "sampled"),
-                                               ("neuron", "bisection")])
-def test_core_flags_non_finite_weights_even_where_pruned(scope: str, config: str) -> None:
-    """The core's finiteness flag (clean inputs: see the refinement test above)."""
-    cfg = REFINE_CONFIGS.get(config, Refinement(fast_min=10**9))
-    leaves = refine_leaves("laplace", 3)
-    zeros = [jnp.zeros((units_per_leaf(x.shape, scope),), jnp.int32) for x in leaves]
-    at_least = [z + 1 for z in zeros]
-    for bad, pruned in ((np.nan, False), (-np.inf, True), (np.nan, True)):
-        w = [x.copy() for x in leaves]
-        w[1][17] = bad
-        m = [np.ones(x.shape, bool) for x in leaves]
-        m[1][17] = not pruned
-        _, ok = kept_after_removal([jnp.asarray(x) for x in w], [jnp.asarray(x) for x in m],
-                                   at_least, zeros, scope=scope, config=cfg)
-        assert not bool(ok), (bad, pruned)
-
-
-def test_non_finite_large_leaf_is_named_by_the_public_function() -> None:
-    rng = np.random.default_rng(5)
-    params = {"Dense_0": {"kernel": rng.standard_normal((512, 256)).astype(np.float32),
-                          "bias": np.zeros(256, np.float32)},
-              "Dense_1": {"kernel": rng.standard_normal((256, 10)).astype(np.float32)}}
-    kept = magnitude_mask(params, 0.3)  # 2**17 + 2560 weights: the refinement path
-    removed = sum(int((~kept[n]["kernel"]).sum()) for n in ("Dense_0", "Dense_1"))
-    assert removed == int(0.3 * (512 * 256 + 2560))
-    params["Dense_0"]["kernel"][100, 7] = np.inf
-    with pytest.raises(ValueError, match=r"params contains NaN or Inf \(leaf 'Dense_0/kernel'"):
-        magnitude_mask(params, 0.3)
-    mask = jax.tree.map(lambda x: np.ones(x.shape, bool), params)
-    mask["Dense_0"]["kernel"][100, 7] = False   # a pruned Inf is still bad input
-    with pytest.raises(ValueError, match=r"params contains NaN or Inf \(leaf 'Dense_0/kernel'"):
-        magnitude_mask(params, 0.3, mask=mask)
