@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -88,30 +89,74 @@ def flat_offsets(shapes: Sequence[tuple[int, ...]], scope: Scope) -> list[int]:
 
 LANES = 32  # entries per row of a flat reduction (see lane_sums)
 
+Lanes = Literal["flat", "split", "plain"]
 
-def lane_sums(values: Sequence[Array]) -> list[Array]:
-    """Sums of equally long 1-D arrays in one fused read, at memory speed on XLA:CPU.
 
-    Rows of ``LANES`` entries are reduced by one variadic reduction (every array is an
-    elementwise expression of the same input, so XLA evaluates all of them in a single loop
-    over it), an ``optimization_barrier`` follows (XLA:CPU would otherwise merge the two
-    stages into one long reduction, several times slower), then the row sums and the tail are
-    summed. Two power sums over 25M float32 weights this way take about the time of one plain
-    ``jnp.sum`` (``benchmarks/bench_sparsity.py``).
+def lane_layout(x: Array | np.ndarray) -> Lanes:
+    """How :func:`lane_sums` may view ``x`` without moving data between devices.
+
+    ``"flat"``: unsharded or replicated (any view is free: rows of 32 of the flattened array);
+    ``"split"``: sharded, and splitting the last axis into ``(last // 32, 32)`` keeps every
+    shard whole; ``"plain"``: otherwise (one plain ``jnp.sum`` per array, which XLA
+    partitions without gathering; on XLA:CPU it is slower). Decided from the concrete
+    array's sharding, or for a tracer from ``jax.typeof(x).sharding`` (explicit meshes;
+    under an automatic mesh a tracer is ``"flat"`` and XLA places the data).
+    """
+    shape = np.shape(x)
+    sharding = (getattr(jax.typeof(x), "sharding", None) if isinstance(x, jax.core.Tracer)
+                else getattr(x, "sharding", None))
+    spec = getattr(sharding, "spec", None)
+    if sharding is None or (spec is None and len(sharding.device_set) <= 1):
+        return "flat"
+    if spec is None:  # a multi-device sharding other than NamedSharding
+        return "flat" if sharding.is_fully_replicated else "plain"
+    spec = tuple(spec) + (None,) * (len(shape) - len(spec))
+    if all(a is None for a in spec):
+        return "flat"
+    last = spec[-1] if shape else None
+    shards = 1
+    for a in (() if last is None else (last,) if isinstance(last, str) else last):
+        shards *= int(sharding.mesh.shape[a])
+    if shape and shape[-1] % LANES == 0 and (shape[-1] // LANES) % shards == 0:
+        return "split"
+    return "plain"
+
+
+def lane_sums(values: Sequence[Array], layout: Lanes = "flat") -> list[Array]:
+    """Sums of equally shaped arrays in one fused read, at memory speed on XLA:CPU.
+
+    Rows of ``LANES`` entries (of the flattened arrays, or of their last axis for
+    ``layout="split"``; see :func:`lane_layout`) are reduced by one variadic reduction
+    (every array is an elementwise expression of the same input, so XLA evaluates all of
+    them in a single loop over it). An ``optimization_barrier`` follows (XLA:CPU would
+    otherwise merge the two stages into one long reduction, several times slower), then the
+    row sums (and a flat tail) are summed. Two power sums over 25M float32 weights this way
+    take about the time of one plain ``jnp.sum`` (``benchmarks/bench_sparsity.py``).
+    ``layout="plain"`` is one ``jnp.sum`` per array.
     """
     values = list(values)
-    n = values[0].shape[0]
-    m = n // LANES * LANES
+    shape = values[0].shape
+    tails: list[Array] = []
+    if layout == "flat" or not shape:
+        flat = [v.reshape(-1) for v in values]
+        n = flat[0].shape[0]
+        m = n // LANES * LANES
+        rows = [v[:m].reshape(-1, LANES) for v in flat] if m else []
+        tails = [v[m:] for v in flat] if n > m else []
+    elif layout == "split":
+        rows = [v.reshape(*shape[:-1], shape[-1] // LANES, LANES) for v in values]
+    else:
+        return [jnp.sum(v) for v in values]
     totals = [jnp.zeros((), v.dtype) for v in values]
-    if m:
-        rows = tuple(v[:m].reshape(-1, LANES) for v in values)
+    if rows:
         inits = tuple(jnp.zeros((), v.dtype) for v in values)
-        sums = lax.reduce(rows, inits, lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)),
-                          (1,))
+        sums = lax.reduce(tuple(rows), inits,
+                          lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)),
+                          (rows[0].ndim - 1,))
         sums = lax.optimization_barrier(tuple(sums))
         totals = [t + jnp.sum(r) for t, r in zip(totals, sums, strict=True)]
-    if n > m:
-        totals = [t + jnp.sum(v[m:]) for t, v in zip(totals, values, strict=True)]
+    if tails:
+        totals = [t + jnp.sum(v) for t, v in zip(totals, tails, strict=True)]
     return totals
 
 

@@ -33,7 +33,15 @@ from prune_jax.sparsity._checks import (
     check_real,
     is_concrete,
 )
-from prune_jax.sparsity._units import combine, lane_sums, per_unit, unit_view, units_per_leaf
+from prune_jax.sparsity._units import (
+    Lanes,
+    combine,
+    lane_layout,
+    lane_sums,
+    per_unit,
+    unit_view,
+    units_per_leaf,
+)
 from prune_jax.tree import (
     PyTree,
     check_finite,
@@ -142,21 +150,24 @@ def _log_mean_ratio(d: Array, s_p: Array, s_q: Array, p: float, q: float) -> Arr
     return xp.log(s_p / n) / p - xp.log(s_q / n) / q
 
 
-def _raw_power_sums(leaves: list[Array], p: float, q: float) -> tuple[Array, Array]:
+def _raw_power_sums(leaves: list[Array], p: float, q: float, layouts: tuple[Lanes, ...]
+                    ) -> tuple[Array, Array]:
     """``(sum |w|^p, sum |w|^q)`` over all leaves, unscaled: one fused read per leaf."""
     dtype = _compute_dtype(leaves)
     s_p, s_q = jnp.zeros((), dtype), jnp.zeros((), dtype)
-    for w in leaves:
-        a = jnp.abs(w.astype(dtype)).reshape(-1)
-        leaf_p, leaf_q = lane_sums([_power(a, p), _power(a, q)])
+    for w, layout in zip(leaves, layouts, strict=True):
+        a = jnp.abs(w.astype(dtype))
+        leaf_p, leaf_q = lane_sums([_power(a, p), _power(a, q)], layout)
         s_p, s_q = s_p + leaf_p, s_q + leaf_q
     return s_p, s_q
 
 
-@partial(jax.jit, static_argnames=("p", "q"))
-def _pq_index_core(leaves: list[Array], d: Array, *, p: float, q: float
-                   ) -> tuple[Array, Array, Array]:
+@partial(jax.jit, static_argnames=("p", "q", "layouts"))
+def _pq_index_core(leaves: list[Array], d: Array, *, p: float, q: float,
+                   layouts: tuple[Lanes, ...]) -> tuple[Array, Array, Array]:
     """PQ Index of all leaves taken as one vector: ``(index, s_p, s_q)`` (jitted core).
+
+    ``layouts``: per leaf, how its sums may view it (``_units.lane_layout``, static).
 
     Fast path: unscaled power sums, one fused read of the data (``_units.lane_sums``). They
     are exact enough unless a power overflowed or the sums are so small that flushed
@@ -166,7 +177,7 @@ def _pq_index_core(leaves: list[Array], d: Array, *, p: float, q: float
     or Inf.
     """
     dtype = _compute_dtype(leaves)
-    raw = _raw_power_sums(leaves, p, q)
+    raw = _raw_power_sums(leaves, p, q, layouts)
     info = jnp.finfo(dtype)
     small = d.astype(dtype) * float(info.tiny) / float(info.eps)
     safe = jnp.isfinite(raw[0] + raw[1]) & (raw[0] > small) & (raw[1] > small)
@@ -259,7 +270,8 @@ def pq_index(x: PyTree, p: float = 0.5, q: float = 1.0, *, mask: PyTree | None =
     """
     p, q = check_pq(p, q)
     leaves, d = _masked_leaves(x, mask, _leaves_of(x, "x"))
-    index, s_p, s_q = _pq_index_core(leaves, d, p=p, q=q)
+    index, s_p, s_q = _pq_index_core(leaves, d, p=p, q=q,
+                                     layouts=tuple(lane_layout(w) for w in leaves))
     _raise_on_bad_sums(s_p, s_q, x, "x")
     return index
 

@@ -34,6 +34,8 @@ from prune_jax.curvature.spectrum import _slq_jit  # noqa: E402
 from prune_jax.limits import loss_tolerance, predict_sparsity_limit  # noqa: E402
 from prune_jax.sharding import make_mesh, shard_params  # noqa: E402
 from prune_jax.sparsity import gini_index, magnitude_mask, pq_index  # noqa: E402
+from prune_jax.sparsity._units import lane_layout  # noqa: E402
+from prune_jax.sparsity.measures import _raw_power_sums  # noqa: E402
 from prune_jax.tree import check_finite  # noqa: E402
 
 
@@ -217,6 +219,17 @@ def main() -> None:
         "Dense_1": sbig["Dense_1"]}
     message = _error_message(magnitude_mask, nan_big, 0.5)
     errors["nan_large_unnamed"] = float("NaN or Inf (leaf 'Dense_0/kernel')" not in message)
+    # pq_index's fused sums keep shards whole: split lanes, or plain sums where they cannot
+    kernels = {"a": jax.random.normal(jax.random.key(11), (64, 1024)),
+               "b": jax.random.normal(jax.random.key(12), (512, 64))}
+    sk = jax.device_put(kernels, jax.sharding.NamedSharding(
+        make_mesh(model=8), jax.sharding.PartitionSpec(None, "model")))
+    errors["pq_lanes"] = _rel(pq_index(sk), pq_index(kernels))
+    errors["pq_lanes_layouts"] = float([lane_layout(x) for x in jax.tree.leaves(sk)]
+                                       != ["split", "plain"])
+    hlo = jax.jit(lambda ks: _raw_power_sums(ks, 0.5, 1.0, ("split", "plain"))).lower(
+        jax.tree.leaves(sk)).compile().as_text()
+    errors["pq_lanes_gathers"] = float(hlo.count("all-gather") + hlo.count("all-to-all"))
     errors["pq_index"] = _rel(pq_index(sp, 0.5, 1.0), pq_index(params, 0.5, 1.0))
     errors["pq_index_masked"] = _rel(pq_index(sp, 1.0, 2.0, mask=m2),
                                      pq_index(params, 1.0, 2.0, mask=m1))

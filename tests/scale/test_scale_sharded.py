@@ -37,6 +37,9 @@ def report() -> dict:
     "trace_samples",
     "top_values", "top_vectors", "top_offload_values", "top_offload_vectors",
     "pq_index", "pq_index_masked", "clean_gini",
+    "pq_lanes",                 # pq_index of kernels split 8-way on their last axis
+    "pq_lanes_layouts",         # ... viewed as split lanes, or as plain sums where needed
+    "pq_lanes_gathers",         # ... and its fused sums move no data between devices
     "loss_tol_data8",           # loss_tolerance(mesh=): 6 batches on 8 devices (2 padding)
     "loss_tol_data4_model2",    # ... 4-way data x FSDP parameters
     "loss_tol_fsdp_no_mesh",    # ... FSDP parameters, no mesh (jit propagation)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sp_oracles import bound_np, gini_np, pqi_np
 
 from prune_jax.sparsity import gini_index, pq_index, pqi_retained_bound
-from prune_jax.sparsity._units import lane_sums
+from prune_jax.sparsity._units import lane_layout, lane_sums
 
 PQS = [(0.5, 1.0), (1.0, 2.0), (0.5, 2.0)]
 PROPERTY = settings(max_examples=20, deadline=None)
@@ -64,6 +64,15 @@ def test_lane_sums_equal_plain_sums(n: int) -> None:
     np.testing.assert_allclose([float(a), float(b)], [x.sum(), (x * x).sum()], atol=1e-4,
                                rtol=1e-5)  # float32 sums
     assert int(c) == int((np.abs(x) > 1).sum())
+
+
+@pytest.mark.parametrize("layout", ["flat", "split", "plain"])
+def test_lane_sums_layouts_equal_plain_sums(layout: str) -> None:
+    x = np.random.default_rng(7).standard_normal((3, 5, 64)).astype(np.float32)
+    a, b = lane_sums([jnp.asarray(x), jnp.asarray(x * x)], layout)
+    np.testing.assert_allclose([float(a), float(b)], [x.sum(), (x * x).sum()], rtol=1e-5,
+                               atol=1e-4)
+    assert lane_layout(jnp.asarray(x)) == "flat" and lane_layout(x) == "flat"
 
 
 def test_pytree_is_flattened_globally() -> None:
