@@ -59,7 +59,7 @@ def split_prunable(params: PyTree, mask: PyTree | None,
         raise ValueError("prunable: no leaf of params is prunable (expected Dense/Conv kernels)")
     chosen = [leaves[i] for i in index]
     if finite:
-        check_values(_named(params, leaves, index), "params")
+        check_values(_named(params, index, chosen), "params")
     else:
         check_floating(chosen, "params")
     if sum(x.size for x in chosen) > _INDEX_LIMIT:
@@ -72,9 +72,10 @@ def split_prunable(params: PyTree, mask: PyTree | None,
     return PrunableSplit(index=index, leaves=chosen, live=live, masks=masks)
 
 
-def _named(params: PyTree, leaves: list[Array], index: list[int]) -> dict[str, Array]:
+def _named(params: PyTree, index: list[int], chosen: list[Array]) -> dict[str, Array]:
+    """The chosen leaves (at positions ``index`` of ``params``' leaves) keyed by leaf name."""
     names = leaf_names(params)
-    return {names[i]: leaves[i] for i in index}
+    return {names[i]: x for i, x in zip(index, chosen, strict=True)}
 
 
 def raise_non_finite(params: PyTree, split: PrunableSplit, finite: Array) -> None:
@@ -87,8 +88,7 @@ def raise_non_finite(params: PyTree, split: PrunableSplit, finite: Array) -> Non
     """
     if isinstance(finite, jax.core.Tracer) or bool(to_host(finite)):
         return
-    check_values(_named(params, [jnp.asarray(x) for x in jax.tree.leaves(params)],
-                        split.index), "params")
+    check_values(_named(params, split.index, split.leaves), "params")
     raise ValueError("params contains NaN or Inf")
 
 
