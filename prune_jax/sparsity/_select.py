@@ -128,28 +128,34 @@ def _max_finite_key(int_dtype: jnp.dtype) -> int:
     return int(np.array(jnp.finfo(float_dtype).max, float_dtype).view(int_dtype))
 
 
-def flat_count(pred: Array) -> Array:
-    """``sum(pred)`` of a 1-D boolean array as int32, at memory speed on XLA:CPU.
+def flat_count(pred: Callable[..., Array], *xs: Array) -> Array:
+    """``sum(pred(*xs))`` of an elementwise boolean function of 1-D arrays of one length, as
+    int32, at memory speed on XLA:CPU.
 
     Row sums of 32 entries, an ``optimization_barrier`` (so that XLA does not merge the two
-    reductions into one long integer reduction), then the sum of the row sums and the tail.
+    reductions into one long integer reduction), then the sum of the row sums and of the tail.
+    ``pred`` is applied to the row view and to the tail separately (slicing one result would
+    make XLA materialize it).
     """
-    n = pred.shape[0]
-    m = n // LANES * LANES
+    n = xs[0].shape[0]
+    m = n // BLOCK * BLOCK   # a multiple of 32 rows (see _units.ROW_BLOCK)
     total = jnp.zeros((), jnp.int32)
     if m:
-        rows = jnp.sum(pred[:m].reshape(-1, LANES), axis=1, dtype=jnp.int32)
+        view = pred(*(x[:m].reshape(-1, LANES) for x in xs))
+        rows = jnp.sum(view, axis=1, dtype=jnp.int32)
         total = total + jnp.sum(lax.optimization_barrier(rows), dtype=jnp.int32)
     if n > m:
-        total = total + jnp.sum(pred[m:], dtype=jnp.int32)
+        total = total + jnp.sum(pred(*(x[m:] for x in xs)), dtype=jnp.int32)
     return total
 
 
-def _count(keys: Sequence[Array], scope: Scope,
-           pred: Callable[[int, Array], Array]) -> list[Array]:
-    """Per-unit number of entries where ``pred(leaf_index, keys)`` holds (int32)."""
-    per_leaf = [flat_count(pred(i, v)).reshape(1) if v.ndim == 1
-                else per_unit(jnp.sum, pred(i, v), dtype=jnp.int32) for i, v in enumerate(keys)]
+def _count(keys: Sequence[Array], rows: Sequence[Array], scope: Scope,
+           pred: Callable[[int, Array, Array], Array]) -> list[Array]:
+    """Per-unit number of entries where ``pred(leaf_index, keys, rows)`` holds (int32);
+    ``rows``: the flat position of every row of the view (:func:`~._units.row_index`)."""
+    per_leaf = [flat_count(partial(pred, i), v, r).reshape(1) if v.ndim == 1
+                else per_unit(jnp.sum, pred(i, v, r), dtype=jnp.int32)
+                for i, (v, r) in enumerate(zip(keys, rows, strict=True))]
     return combine(per_leaf, scope, jnp.add)
 
 
@@ -196,14 +202,14 @@ def remove_smallest_bisect(keys: Sequence[Array], k: Sequence[Array], *,
     # Stage 1: the k-th smallest key t of every unit.
     lo = [jnp.full(kk.shape, -2, int_dtype) for kk in k]
     hi = [jnp.full(kk.shape, max_finite, int_dtype) for kk in k]
-    _, t, c_t = _bisect(lambda t: _count(keys, scope, lambda i, v: v <= t[i]), k,
+    _, t, c_t = _bisect(lambda t: _count(keys, rows, scope, lambda i, v, _: v <= t[i]), k,
                         (lo, hi, sizes), jnp.iinfo(int_dtype).bits - 1)
 
     # Stage 2, only where ties at t straddle the cut: the last flat index J removed among them.
     def tie_cut(_: None) -> list[Array]:
         def count(j: list[Array]) -> list[Array]:
-            return _count(keys, scope,
-                          lambda i, v: (v < t[i]) | ((v == t[i]) & (rows[i] <= j[i])))
+            return _count(keys, rows, scope,
+                          lambda i, v, r: (v < t[i]) | ((v == t[i]) & (r <= j[i])))
         lo = [jnp.full(kk.shape, -1, jnp.int32) for kk in k]
         n_max = max(int(v.shape[0]) + o for v, o in zip(keys, offsets, strict=True))
         return _bisect(count, k, (lo, [s - 1 for s in sizes], c_t), max(n_max.bit_length(), 1))[1]
@@ -560,14 +566,14 @@ def _unit_cut(leaves: _Leaves, k: Array, cfg: Refinement) -> _Cut:
         def halve(state: tuple[Array, Array]) -> tuple[Array, Array]:
             lo, hi = state
             mid = lo + (hi - lo) // 2
-            enough = flat_count(keys <= mid) > rank
+            enough = flat_count(lambda v: v <= mid, keys) > rank
             return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
 
         _, t = lax.while_loop(lambda st: st[1] - st[0] > 1, halve,
                               (s.window[0] - 1, s.window[1] - 1))
         # Among the window's entries equal to t (in flat order), the one of rank
         # rank - #{key < t} is the last removed.
-        tie_rank = rank - flat_count(keys < t)
+        tie_rank = rank - flat_count(lambda v: v < t, keys)
         cut = flat[_select_bits(_pack_bits(keys == t), tie_rank.reshape(1))[0]]
         # The window's removed entries, written back into bit words at their positions.
         gone = (slots < size) & ((keys < t) | ((keys == t) & (flat <= cut)))
@@ -622,7 +628,8 @@ def _all_finite(weights: Sequence[Array], float_dtype: jnp.dtype) -> Array:
     """True when no entry of ``weights`` has a NaN/Inf magnitude (one counting read each)."""
     int_dtype = key_dtype(float_dtype)[1]
     top = jnp.asarray(_max_finite_key(int_dtype), int_dtype)
-    bad = [flat_count(magnitude_keys(w, None, float_dtype).reshape(-1) > top) for w in weights]
+    bad = [flat_count(lambda v: magnitude_keys(v, None, float_dtype) > top, w.reshape(-1))
+           for w in weights]
     return functools.reduce(jnp.add, bad, jnp.int32(0)) == 0
 
 
@@ -686,10 +693,12 @@ def kept_after_removal(leaves: Sequence[Array], live: Sequence[Array] | None,
     if live_views is None:
         pruned = [jnp.zeros(a.shape, jnp.int32) for a in at_least]
     else:
-        pruned = combine([flat_count(~m).reshape(1) if m.ndim == 1
+        pruned = combine([flat_count(jnp.logical_not, m).reshape(1) if m.ndim == 1
                           else per_unit(jnp.sum, ~m, dtype=jnp.int32) for m in live_views],
                          scope, jnp.add)
     k = [jnp.maximum(a, n + e) for a, n, e in zip(at_least, pruned, extra, strict=True)]
     removed, finite = remove_smallest(views, live_views, k, scope=scope,
                                       float_dtype=float_dtype, config=config)
+    # The barrier keeps the (free) reshape out of the unpacking fusion: fused, XLA:CPU maps
+    # every output element of e.g. a (rows, 500) kernel back to its flat bit, 2x slower.
     return [~r.reshape(w.shape) for r, w in zip(removed, leaves, strict=True)], finite

@@ -88,6 +88,10 @@ def flat_offsets(shapes: Sequence[tuple[int, ...]], scope: Scope) -> list[int]:
 
 
 LANES = 32  # entries per row of a flat reduction (see lane_sums)
+# Flat reductions take a multiple of this many rows (the rest is a tail): XLA:CPU splits the
+# rows of a reduction between threads, and with an odd number of rows it ran 2.7-4x slower
+# (2 cores, measured on 234375 vs 234374 rows of 32).
+ROW_BLOCK = 32
 
 Lanes = Literal["flat", "split", "plain"]
 
@@ -122,41 +126,47 @@ def lane_layout(x: Array | np.ndarray) -> Lanes:
     return "plain"
 
 
-def lane_sums(values: Sequence[Array], layout: Lanes = "flat") -> list[Array]:
-    """Sums of equally shaped arrays in one fused read, at memory speed on XLA:CPU.
+def lane_sums(x: Array, fn: Callable[[Array], Sequence[Array]],
+              layout: Lanes = "flat") -> list[Array]:
+    """Sums of the elementwise arrays ``fn(x)``, in one fused read of ``x`` at memory speed on
+    XLA:CPU.
 
-    Rows of ``LANES`` entries (of the flattened arrays, or of their last axis for
-    ``layout="split"``; see :func:`lane_layout`) are reduced by one variadic reduction
-    (every array is an elementwise expression of the same input, so XLA evaluates all of
-    them in a single loop over it). An ``optimization_barrier`` follows (XLA:CPU would
-    otherwise merge the two stages into one long reduction, several times slower), then the
-    row sums (and a flat tail) are summed. Two power sums over 25M float32 weights this way
-    take about the time of one plain ``jnp.sum`` (``benchmarks/bench_sparsity.py``).
-    ``layout="plain"`` is one ``jnp.sum`` per array.
+    Rows of ``LANES`` entries (of the flattened ``x``, or of its last axis for
+    ``layout="split"``; see :func:`lane_layout`) are reduced by one variadic reduction, so XLA
+    evaluates every output of ``fn`` in a single loop over ``x``. An ``optimization_barrier``
+    follows (XLA:CPU would otherwise merge the two stages into one long reduction, several
+    times slower), then the row sums are summed. A flat tail (``size % 1024`` entries) gets
+    ``fn`` applied to its own slice: applying ``fn`` once and slicing its outputs would make
+    XLA materialize them (a write and a read of the whole array). Two power sums over 25M
+    float32 weights this way take about the time of one plain ``jnp.sum``
+    (``benchmarks/bench_sparsity.py``). ``layout="plain"`` is one ``jnp.sum`` per output.
     """
-    values = list(values)
-    shape = values[0].shape
-    tails: list[Array] = []
+    shape = x.shape
+    if layout == "plain":
+        return [jnp.sum(v) for v in fn(x)]
+    tail: Array | None = None
     if layout == "flat" or not shape:
-        flat = [v.reshape(-1) for v in values]
-        n = flat[0].shape[0]
-        m = n // LANES * LANES
-        rows = [v[:m].reshape(-1, LANES) for v in flat] if m else []
-        tails = [v[m:] for v in flat] if n > m else []
-    elif layout == "split":
-        rows = [v.reshape(*shape[:-1], shape[-1] // LANES, LANES) for v in values]
+        flat = x.reshape(-1)
+        n = flat.shape[0]
+        m = n // (LANES * ROW_BLOCK) * (LANES * ROW_BLOCK)
+        view = flat[:m].reshape(-1, LANES) if m else None
+        tail = flat[m:] if n > m else None
     else:
-        return [jnp.sum(v) for v in values]
-    totals = [jnp.zeros((), v.dtype) for v in values]
-    if rows:
-        inits = tuple(jnp.zeros((), v.dtype) for v in values)
-        sums = lax.reduce(tuple(rows), inits,
-                          lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)),
-                          (rows[0].ndim - 1,))
+        view = x.reshape(*shape[:-1], shape[-1] // LANES, LANES)
+    totals: list[Array] | None = None
+    if view is not None:
+        rows = tuple(fn(view))
+        inits = tuple(jnp.zeros((), v.dtype) for v in rows)
+        sums = lax.reduce(rows, inits,
+                          lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)),
+                          (view.ndim - 1,))
         sums = lax.optimization_barrier(tuple(sums))
-        totals = [t + jnp.sum(r) for t, r in zip(totals, sums, strict=True)]
-    if tails:
-        totals = [t + jnp.sum(v) for t, v in zip(totals, tails, strict=True)]
+        totals = [jnp.sum(r) for r in sums]
+    if tail is not None:
+        tails = [jnp.sum(v) for v in fn(tail)]
+        totals = tails if totals is None else [t + u for t, u in zip(totals, tails, strict=True)]
+    if totals is None:  # an empty array
+        return [jnp.zeros((), v.dtype) for v in fn(flat)]
     return totals
 
 

@@ -307,6 +307,33 @@ def test_refinement_equals_bisection_and_oracle(config: str, scope: str,
                 assert not bool(kept_after_removal(*args, scope=scope, config=c)[1]), bad
 
 
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_refinement_leaf_parts(scope: str) -> None:
+    """Leaves read in every combination of parts: a multiple of 32 rows of 32 entries, other
+    full rows, and a partial last word (``_select._leaf_words``)."""
+    shapes = [(37, 45), (66, 32), (40, 8), (35, 25), (2053,)]
+    rng = np.random.default_rng(5)
+    leaves = [rng.laplace(size=s).astype(np.float32) for s in shapes]
+    live = [rng.uniform(size=s) < 0.7 for s in shapes]
+    sizes = [int(np.prod(s)) for s in shapes]
+    zeros = [jnp.zeros((1,), jnp.int32)] * len(shapes)
+    for k in (1, 1000, 3000, sum(sizes) - 1):
+        at_least = [k] * 5 if scope == "global" else [k * m // sum(sizes) for m in sizes]
+        for mask in (None, live):
+            args = ([jnp.asarray(x) for x in leaves],
+                    None if mask is None else [jnp.asarray(m) for m in mask],
+                    [jnp.asarray([c], jnp.int32) for c in at_least], zeros)
+            got, ok = kept_after_removal(*args, scope=scope, config=REFINE_CONFIGS["sampled"])
+            assert bool(ok)
+            for g, w in zip(got, refine_oracle(leaves, mask, at_least, scope), strict=True):
+                np.testing.assert_array_equal(np.asarray(g), w, err_msg=f"k={k}")
+    bad = [x.copy() for x in leaves]
+    bad[0][36, 44] = np.inf  # in a short last chunk
+    args = ([jnp.asarray(x) for x in bad], None,
+            [jnp.asarray([c], jnp.int32) for c in [1000] * 5], zeros)
+    assert not bool(kept_after_removal(*args, scope=scope, config=REFINE_CONFIGS["sampled"])[1])
+
+
 def test_refinement_reaches_its_branches() -> None:
     """The small settings above do take several passes, resample and split key ranges."""
     flat = [jnp.asarray(x.ravel()) for x in refine_leaves("laplace", 0)]

@@ -56,11 +56,10 @@ def test_matches_direct_float64_formula(p: float, q: float) -> None:
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 64, 1000, 4099])
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 64, 1000, 1024, 4099, 5120])
 def test_lane_sums_equal_plain_sums(n: int) -> None:
     x = np.random.default_rng(n).standard_normal(n)
-    a, b, c = lane_sums([jnp.asarray(x), jnp.asarray(x * x), jnp.asarray(np.abs(x) > 1)
-                         .astype(jnp.int32)])
+    a, b, c = lane_sums(jnp.asarray(x), lambda v: (v, v * v, (jnp.abs(v) > 1).astype(jnp.int32)))
     np.testing.assert_allclose([float(a), float(b)], [x.sum(), (x * x).sum()], atol=1e-4,
                                rtol=1e-5)  # float32 sums
     assert int(c) == int((np.abs(x) > 1).sum())
@@ -69,7 +68,7 @@ def test_lane_sums_equal_plain_sums(n: int) -> None:
 @pytest.mark.parametrize("layout", ["flat", "split", "plain"])
 def test_lane_sums_layouts_equal_plain_sums(layout: str) -> None:
     x = np.random.default_rng(7).standard_normal((3, 5, 64)).astype(np.float32)
-    a, b = lane_sums([jnp.asarray(x), jnp.asarray(x * x)], layout)
+    a, b = lane_sums(jnp.asarray(x), lambda v: (v, v * v), layout)
     np.testing.assert_allclose([float(a), float(b)], [x.sum(), (x * x).sum()], rtol=1e-5,
                                atol=1e-4)
     assert lane_layout(jnp.asarray(x)) == "flat" and lane_layout(x) == "flat"
@@ -87,13 +86,18 @@ def test_stable_for_huge_and_tiny_magnitudes() -> None:
     ref = float(pq_index(w))
     # (Down to 2^-100: below ~1.2e-38 float32 inputs are subnormal, and XLA:CPU flushes
     # subnormals to zero, so the vector itself changes.)
+    # Eagerly the scaled sums are a second call made from the host; under jit a lax.cond.
+    jitted = jax.jit(pq_index, static_argnums=(1, 2))
     for scale in (2.0**100, 1e30, 1e-30, 2.0**-100):
         np.testing.assert_allclose(float(pq_index(w * np.float32(scale))), ref, rtol=1e-5)
+        np.testing.assert_allclose(float(jitted(w * np.float32(scale), 0.5, 1.0)), ref,
+                                   rtol=1e-5)
     mixed = np.array([3e38, 1e-38, 1.0, 2e-45, 1e20], np.float32)
     for p, q in PQS:
-        got = float(pq_index(mixed, p, q))
-        assert np.isfinite(got)
-        np.testing.assert_allclose(got, pqi_np(mixed, p, q), rtol=1e-5)
+        for fn in (pq_index, jitted):
+            got = float(fn(mixed, p, q))
+            assert np.isfinite(got)
+            np.testing.assert_allclose(got, pqi_np(mixed, p, q), rtol=1e-5)
 
 
 def test_bfloat16_input_is_computed_in_float32() -> None:
