@@ -13,6 +13,10 @@ Conventions:
 - Mesh axes are :attr:`jax.sharding.AxisType.Auto` (``jax.make_mesh`` defaults to ``Explicit``
   in this JAX version, which would make every sharding part of the array types); with ``Auto``
   axes, unannotated intermediate values are laid out by XLA's sharding propagation.
+  Arrays on a mesh with Explicit axes are accepted too: the public functions re-wrap them on
+  the mesh's Auto twin (no data moves) and give array results back on the caller's mesh
+  (:func:`prune_jax.tree.on_auto_mesh`); operators must carry their arrays as pytree leaves
+  (``hvp_operator`` or ``jax.tree_util.Partial``), not in a closure.
 - Multi-host (one process per host, after :func:`jax.distributed.initialize`): every helper
   builds *global* arrays with :func:`jax.make_array_from_callback` (every process holds the
   same full host copy) or :func:`jax.make_array_from_process_local_data` (every process holds

@@ -99,8 +99,14 @@ def check_operator_output(matvec: Partial, like: PyTree, name: str = "matvec",
     try:
         out = jax.eval_shape(matvec, spec)
     except Exception as err:  # re-raised with the argument named
+        hint = ""
+        if "mesh" in str(err) and ("Explicit" in str(err) or "context mesh" in str(err)):
+            hint = (" (if it closes over arrays on a mesh with Explicit axes, pass them as "
+                    "arguments, jax.tree_util.Partial(f, *arrays), or use "
+                    "prune_jax.hvp_operator, so that the toolkit can run it on the mesh's Auto "
+                    "twin)")
         raise ValueError(f"{name} could not be applied to a pytree shaped like {like_name}: "
-                         f"{err}") from err
+                         f"{err}{hint}") from err
     check_same_structure(spec, out, like_name, f"{name}({like_name})")
     check_floating(out, f"{name}({like_name})")
 

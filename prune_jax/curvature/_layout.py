@@ -21,14 +21,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.tree_util import Partial
 
 from prune_jax.sharding import mesh_of
-from prune_jax.tree import Array, PyTree, ravel
+from prune_jax.tree import Array, PyTree, constrain, ravel
 
 HOST_MEMORY = "pinned_host"
 
@@ -64,7 +63,7 @@ class FlatLayout:
         """``x`` (last axis of length ``padded``) constrained to be split over the mesh."""
         if self.mesh is None:
             return x
-        return jax.lax.with_sharding_constraint(x, self._sharding(x.ndim, memory_kind))
+        return constrain(x, self._sharding(x.ndim, memory_kind))
 
     def pad(self, x: Array) -> Array:
         """``(dim,)`` -> ``(padded,)`` with zeros, constrained to the layout."""
@@ -88,7 +87,7 @@ class FlatLayout:
         if self.mesh is None:
             return jnp.roll(x, j)
         n = self.mesh.size
-        blocks = jax.lax.with_sharding_constraint(
+        blocks = constrain(
             x.reshape(n, self.padded // n),
             NamedSharding(self.mesh, P(tuple(self.mesh.axis_names), None)))
         out = self.constrain(jnp.roll(blocks, j, axis=1).reshape(self.padded))

@@ -27,7 +27,14 @@ import numpy as np
 from jax.tree_util import Partial
 
 from prune_jax.curvature._checks import check_tree, is_concrete
-from prune_jax.tree import Array, PyTree, check_floating, check_same_structure, leaf_names
+from prune_jax.tree import (
+    Array,
+    PyTree,
+    check_floating,
+    check_same_structure,
+    leaf_names,
+    on_auto_mesh,
+)
 
 __all__ = ["dataset_hvp", "hvp", "hvp_operator"]
 
@@ -293,6 +300,7 @@ def hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree | None = None,
     return Partial(_DatasetHVP(loss_fn), params, batches, weights)
 
 
+@on_auto_mesh
 def dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, v: PyTree, *,
                 batch_sizes: Any = None) -> PyTree:
     """Exact full-data-set HVP ``(sum_b n_b H_b v) / (sum_b n_b)`` (SPEC 1.1).

@@ -30,7 +30,7 @@ from prune_jax.curvature._checks import (
     is_concrete,
 )
 from prune_jax.curvature._layout import HOST_MEMORY, FlatLayout, layout_operator, resolve_mesh
-from prune_jax.tree import Array, PyTree, ravel, tree_size
+from prune_jax.tree import Array, PyTree, on_auto_mesh, ravel, tree_size
 
 __all__ = ["LanczosResult", "RitzDecomposition", "default_tol", "lanczos", "tridiagonal_eigh"]
 
@@ -389,6 +389,7 @@ def _lanczos_jit(matvec: Partial, v0: PyTree, key: Array, *, num_steps: int,
 
 # --------------------------------------------------------------------------- public API
 
+@on_auto_mesh
 def lanczos(matvec: Matvec, v0: PyTree, num_steps: int, *, reorthogonalize: bool = True,
             return_basis: bool = False, key: Array | None = None,
             tol: float | None = None, mesh: Mesh | None = None,

@@ -41,7 +41,7 @@ from prune_jax.curvature.lanczos import (
     resolve_tol,
     tridiagonal_eigh,
 )
-from prune_jax.tree import Array, PyTree
+from prune_jax.tree import Array, PyTree, on_auto_mesh
 
 __all__ = [
     "Estimate",
@@ -345,6 +345,7 @@ def probe_device_rows(num_steps: int, reorthogonalize: bool, offload_basis: bool
 
 # --------------------------------------------------------------------------- public API
 
+@on_auto_mesh
 def top_eigenvalues(matvec: Matvec, like: PyTree, *, key: Array, k: int, num_steps: int,
                     by_magnitude: bool = False, tol: float | None = None,
                     mesh: Mesh | None = None, offload_basis: bool = False,
@@ -406,6 +407,7 @@ def top_eigenvalues(matvec: Matvec, like: PyTree, *, key: Array, k: int, num_ste
                          np.asarray(residuals, dtype=np.float64), ritz.residuals[order])
 
 
+@on_auto_mesh
 def hutchinson_trace(matvec: Matvec, like: PyTree, *, key: Array, num_probes: int,
                      batch_size: int | None = None,
                      mesh: Mesh | None = None) -> TraceEstimate:
@@ -435,6 +437,7 @@ def hutchinson_trace(matvec: Matvec, like: PyTree, *, key: Array, num_probes: in
     return TraceEstimate(float(np.mean(s)), stderr, s)
 
 
+@on_auto_mesh
 def slq(matvec: Matvec, like: PyTree, *, key: Array, num_probes: int, num_steps: int,
         reorthogonalize: bool = True, batch_size: int | None = None,
         max_memory_bytes: int = 2**30, tol: float | None = None,

@@ -39,7 +39,7 @@ from prune_jax.curvature._checks import (
 )
 from prune_jax.curvature._layout import FlatLayout, layout_operator, resolve_mesh
 from prune_jax.curvature.spectrum import Estimate, SpectralQuadrature
-from prune_jax.tree import Array, PyTree, ravel
+from prune_jax.tree import Array, PyTree, constrain, on_auto_mesh, ravel
 
 __all__ = ["RowZeroMass", "add_zero_atom", "hessian_row_zero_mass", "slq_zero_mass"]
 
@@ -67,7 +67,7 @@ def _replicated(x: Array, mesh: Mesh | None) -> Array:
     """``x`` constrained to be replicated on ``mesh`` (readable by every process)."""
     if mesh is None:
         return x
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P()))
+    return constrain(x, NamedSharding(mesh, P()))
 
 
 @jax.jit(static_argnames=("num_rows", "stratified", "mesh"))
@@ -111,6 +111,7 @@ def _row_l1(matvec: Partial, indices: Array, *, spec: LikeSpec, batch_size: int,
     return l1 if layout is None else _replicated(l1, layout.mesh)
 
 
+@on_auto_mesh
 def hessian_row_zero_mass(matvec: Matvec, params: PyTree, *, num_rows: int = 100,
                           tol: float = 1e-7, key: Array | None = None,
                           batch_size: int | None = None,

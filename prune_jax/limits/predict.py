@@ -30,7 +30,9 @@ from prune_jax.tree import (
     PyTree,
     check_finite,
     check_floating,
+    constrain,
     fully_addressable,
+    on_auto_mesh,
     prunable_leaves,
     replicated_sharding,
 )
@@ -91,7 +93,7 @@ def _loss_stats(loss_fn: LossFn, params: PyTree, batches: PyTree, ddof: int,
                 sharding: NamedSharding | None = None) -> LossTolerance:
     losses = lax.map(lambda batch: loss_fn(params, batch), batches)
     if sharding is not None:  # multi-host inputs: a result every process can read
-        losses = lax.with_sharding_constraint(losses, sharding)
+        losses = constrain(losses, sharding)
     return _stats(losses, ddof)
 
 
@@ -110,7 +112,7 @@ def _sharded_loss_stats(loss_fn: LossFn, mesh: Mesh, data_axis: str, params: PyT
     padded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(data_axis)),
                            out_specs=P(data_axis), axis_names={data_axis})(params, batches)
     keep = jnp.nonzero(real > 0, size=num_batches)[0]  # padding batches have size 0
-    losses = lax.with_sharding_constraint(padded[keep], NamedSharding(mesh, P()))
+    losses = constrain(padded[keep], NamedSharding(mesh, P()))
     return _stats(losses, ddof)
 
 
@@ -118,6 +120,7 @@ def _leading_lengths(batches: PyTree) -> set[int]:
     return {int(jnp.shape(x)[0]) if jnp.ndim(x) else 0 for x in jax.tree.leaves(batches)}
 
 
+@on_auto_mesh
 def loss_tolerance(loss_fn: LossFn, params: PyTree, batches: PyTree, *, ddof: int = 0,
                    mesh: Mesh | None = None, data_axis: str = DATA_AXIS,
                    process_local: bool = False) -> LossTolerance:
@@ -260,8 +263,8 @@ def _sorted_squares_jit(leaves: list[jax.Array], sharding: NamedSharding | None
                                  jnp.cumsum(jnp.sum(full * full, axis=1))])
     top = mags[-1]
     if sharding is not None:  # small results that every process must read
-        block_cum = lax.with_sharding_constraint(block_cum, sharding)
-        top = lax.with_sharding_constraint(top, sharding)
+        block_cum = constrain(block_cum, sharding)
+        top = constrain(top, sharding)
     return mags, block_cum, top
 
 
@@ -281,7 +284,7 @@ def _radius_jit(mags: jax.Array, block_cum: jax.Array, k: jax.Array,
     part = mags[jnp.minimum(idx, mags.shape[0] - 1)].astype(jnp.float64)
     tail = jnp.where(idx < k[..., None], part, 0.0)
     out = jnp.sqrt(block_cum[block] + jnp.sum(tail * tail, axis=-1))
-    return out if sharding is None else lax.with_sharding_constraint(out, sharding)
+    return out if sharding is None else constrain(out, sharding)
 
 
 def _radius(sq: _SortedSquares, k: np.ndarray) -> np.ndarray:
@@ -321,6 +324,7 @@ def _crossing(quad: _Quadrature, sq: _SortedSquares, eps: float,
     return hi, f_lo
 
 
+@on_auto_mesh
 def predict_sparsity_limit(params: PyTree, spectrum: Any, eps: float, *,
                            prunable: Any = None, zero_mass: float = 0.0,
                            num_curve: int = 512, sort: SortOn = "auto") -> SparsityLimit:

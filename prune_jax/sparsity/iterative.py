@@ -39,7 +39,7 @@ from prune_jax.sparsity._select import kept_after_removal
 from prune_jax.sparsity._units import floor_count
 from prune_jax.sparsity.masks import merge_masks, split_prunable, unit_counts
 from prune_jax.sparsity.measures import check_eta, pq_stats_from_sums, unit_power_sums_f64
-from prune_jax.tree import Prunable, PyTree, leaf_names
+from prune_jax.tree import Prunable, PyTree, leaf_names, on_auto_mesh
 
 __all__ = [
     "SAP",
@@ -122,6 +122,7 @@ def _check_positive(value: float, name: str, upper: float | None = None) -> floa
     return value
 
 
+@on_auto_mesh
 def sap_step(params: PyTree, mask: PyTree | None, *, p: float = 0.5, q: float = 1.0,
              eta: float = 0.0, gamma: float = 1.0, beta: float = 0.9,
              scope: Scope = "global",
@@ -177,6 +178,7 @@ def sap_step(params: PyTree, mask: PyTree | None, *, p: float = 0.5, q: float = 
                  removed=removed)
 
 
+@on_auto_mesh
 def fraction_step(params: PyTree, mask: PyTree | None, *, fraction: float = 0.2,
                   scope: Scope = "global", prunable: Prunable | PyTree | None = None,
                   p: float = 0.5, q: float = 1.0) -> PruneStepResult:
@@ -285,6 +287,7 @@ class OneShot:
 Policy = SAP | LotteryTicket | OneShot
 
 
+@on_auto_mesh
 def prune_step(policy: Policy, params: PyTree, mask: PyTree | None, *, scope: Scope = "global",
                prunable: Prunable | PyTree | None = None) -> PruneStepResult:
     """One pruning step of ``policy`` (SPEC 3.2): :func:`sap_step` or :func:`fraction_step`.

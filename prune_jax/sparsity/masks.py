@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
 from prune_jax.sparsity._checks import (
     Scope,
@@ -23,7 +24,15 @@ from prune_jax.sparsity._checks import (
 )
 from prune_jax.sparsity._select import kept_after_removal
 from prune_jax.sparsity._units import floor_count, unit_sizes, units_per_leaf
-from prune_jax.tree import Prunable, PyTree, check_floating, leaf_names, prunable_tree, to_host
+from prune_jax.tree import (
+    Prunable,
+    PyTree,
+    check_floating,
+    leaf_names,
+    on_auto_mesh,
+    prunable_tree,
+    to_host,
+)
 
 Array = jax.Array
 
@@ -65,7 +74,7 @@ def split_prunable(params: PyTree, mask: PyTree | None,
     if sum(x.size for x in chosen) > _INDEX_LIMIT:
         raise ValueError(f"params: more than {_INDEX_LIMIT} prunable weights are not supported")
     prunable_set = set(index)
-    masks = ([None if i in prunable_set else jnp.ones(x.shape, bool)
+    masks = ([None if i in prunable_set else _ones_like(x)
               for i, x in enumerate(leaves)] if mask is None
              else [jnp.asarray(m) for m in jax.tree.leaves(mask)])
     live = None if mask is None else [masks[i] for i in index]
@@ -92,11 +101,31 @@ def raise_non_finite(params: PyTree, split: PrunableSplit, finite: Array) -> Non
     raise ValueError("params contains NaN or Inf")
 
 
+def _ones_like(x: Array) -> Array:
+    """An all-True mask shaped and (for a concrete sharded array) sharded like ``x``."""
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) \
+            and isinstance(x.sharding, NamedSharding):
+        return jnp.ones(x.shape, bool, device=x.sharding)
+    return jnp.ones(x.shape, bool)
+
+
+def _placed_like(mask: Array, x: Array) -> Array:
+    """``mask`` moved to ``x``'s sharding when ``x`` is a concrete array on a mesh (XLA may
+    lay out a jitted result differently, e.g. replicated), so that ``apply_mask`` and the
+    optax transforms combine them without moving data."""
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) \
+            and isinstance(x.sharding, NamedSharding) \
+            and not isinstance(mask, jax.core.Tracer) and mask.sharding != x.sharding:
+        return jax.device_put(mask, x.sharding)
+    return mask
+
+
 def merge_masks(params: PyTree, split: PrunableSplit, kept: list[Array]) -> PyTree:
-    """Rebuild a full mask pytree: new masks on prunable leaves, the old ones elsewhere."""
+    """Rebuild a full mask pytree: new masks on prunable leaves (placed like their weights),
+    the old ones elsewhere."""
     masks = list(split.masks)
-    for i, k in zip(split.index, kept, strict=True):
-        masks[i] = k
+    for i, k, x in zip(split.index, kept, split.leaves, strict=True):
+        masks[i] = _placed_like(k, x)
     return jax.tree.unflatten(jax.tree.structure(params), masks)
 
 
@@ -113,6 +142,7 @@ def unit_counts(shapes: list[tuple[int, ...]], scope: Scope, counts: np.ndarray 
     return out
 
 
+@on_auto_mesh
 def magnitude_mask(params: PyTree, sparsity: float, *, scope: Scope = "global",
                    prunable: Prunable | PyTree | None = None,
                    mask: PyTree | None = None) -> PyTree:

@@ -47,6 +47,7 @@ from prune_jax.tree import (
     check_finite,
     check_floating,
     check_same_structure,
+    on_auto_mesh,
     to_host,
 )
 
@@ -254,6 +255,7 @@ def _masked_leaves(x: PyTree, mask: PyTree | None, leaves: list[Array]
     return kept, sum(jnp.sum(mi, dtype=jnp.int32) for mi in m)
 
 
+@on_auto_mesh
 def pq_index(x: PyTree, p: float = 0.5, q: float = 1.0, *, mask: PyTree | None = None
              ) -> Array:
     """PQ Index ``I_pq(x) = 1 - d^(1/q-1/p) ||x||_p / ||x||_q`` (SPEC 3.1, seed eq. 1).
@@ -316,6 +318,7 @@ def _gini_core(flat: Array, n_live: Array) -> Array:
     return 1.0 - 2.0 * jnp.sum((c / jnp.sum(c)) * ((n - k + 0.5) / n_live.astype(c.dtype)))
 
 
+@on_auto_mesh
 def gini_index(x: PyTree, *, mask: PyTree | None = None) -> Array:
     """Gini index of ``|x|`` (Hurley & Rickard 2009, eq. for ``S_Gini``), beside PQI (SPEC 3.1).
 
@@ -396,6 +399,7 @@ def check_eta(eta: float) -> float:
     return eta
 
 
+@on_auto_mesh
 def pqi_retained_bound(x: PyTree, p: float = 0.5, q: float = 1.0, eta: float = 0.0) -> float:
     """Lower bound on the number of weights to retain (SPEC 3.2, seed Theorem 2 / eq. 2)::
 
