@@ -15,7 +15,7 @@ Conventions:
   axes, unannotated intermediate values are laid out by XLA's sharding propagation.
   Arrays on a mesh with Explicit axes are accepted too: the public functions re-wrap them on
   the mesh's Auto twin (no data moves) and give array results back on the caller's mesh
-  (:func:`prune_jax.tree.on_auto_mesh`); operators must carry their arrays as pytree leaves
+  (``prune_jax.tree.on_auto_mesh``); operators must carry their arrays as pytree leaves
   (``hvp_operator`` or ``jax.tree_util.Partial``), not in a closure.
 - Multi-host (one process per host, after :func:`jax.distributed.initialize`): every helper
   builds *global* arrays with :func:`jax.make_array_from_callback` (every process holds the
