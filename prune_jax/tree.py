@@ -119,7 +119,13 @@ def _key_name(entry: Any) -> str:
 
 
 def path_name(path: KeyPath) -> str:
-    """Render a JAX key path as ``"Dense_0/kernel"`` (slash-separated, no brackets)."""
+    """Render a JAX key path as ``"Dense_0/kernel"`` (slash-separated, no brackets).
+
+    The trailing ``.value`` attribute of a Flax NNX variable (``nnx.State`` leaves are
+    ``Param(value=...)``) is dropped, so NNX and linen parameters get the same names.
+    """
+    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+        path = path[:-1]
     return "/".join(_key_name(p) for p in path)
 
 
