@@ -6,9 +6,13 @@
 2. Sup error in d = 2: the exact kink sweep against the maximum over a 2^16-point grid of
    angles: time ratio, and the gap exact - grid (never negative; at most Lipschitz * pi / 2^16),
    and against the grid with every kink angle added (corner maxima lie at kinks).
+3. Neuron bounds with the output ReLU, d = 2, on the sweep's pools (seeds 0 and 1 of
+   ``prune-jax gap``): the LP bound, the MILP bound and, for N <= 12, brute force over all
+   2^N subsets; seconds per call (one call each, after a warm-up call).
 
-Run: ``python benchmarks/bench_gap.py`` (CPU, about a minute). Times are medians of repeated
-calls after a warm-up call (which compiles); compile times are reported separately.
+Run: ``python benchmarks/bench_gap.py`` (CPU, a few minutes: part 3 spends up to a minute per
+MILP at N = 128). Times of parts 1-2 are medians of repeated calls after a warm-up call
+(which compiles); compile times are reported separately.
 """
 
 from __future__ import annotations
@@ -25,9 +29,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from prune_jax.slth.networks import Net
+from prune_jax.slth.networks import Net, pool_prefix
+from prune_jax.slth.neuron_lp import neuron_lp_bound_output_relu
+from prune_jax.slth.neuron_milp import neuron_milp_bound_2d
+from prune_jax.slth.neuron_subsets import brute_force_2d
 from prune_jax.slth.subset_sum import subset_sum
 from prune_jax.slth.supnorm import sup_error_2d, sup_error_grid_2d
+from prune_jax.slth.sweep import make_problem
 
 BATCH = 16
 
@@ -110,11 +118,43 @@ def bench_sup_2d(console: Console) -> None:
     console.print(table)
 
 
+def _sweep_problem(seed: int, size: int) -> Any:
+    """The pool of ``prune-jax gap``'s seed ``seed`` in d = 2 (same key derivation)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 2), seed)
+    return make_problem(jax.random.split(key, 5)[0], 2, size)
+
+
+def bench_neuron_bounds(console: Console) -> None:
+    table = Table(title="Neuron pruning of relu(g), d = 2: lower bounds on the best subset's "
+                        "sup error (MILP: 6 solves of <= 10 s)")
+    for col in ("seed", "N", "LP bound", "LP s", "MILP bound", "MILP s", "MILP exact",
+                "best found", "brute force", "MILP / LP"):
+        table.add_column(col, justify="right")
+    neuron_milp_bound_2d(*_sweep_problem(0, 4), output_relu=True)  # warm-up (compiles)
+    for seed in (0, 1):
+        problem = _sweep_problem(seed, 128)
+        for n in (8, 12, 16, 32, 64, 128):
+            pool = pool_prefix(problem.pool, n)
+            t0 = time.perf_counter()
+            lp = neuron_lp_bound_output_relu(jax.random.key(0), problem.w_star, pool)
+            t_lp = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            milp = neuron_milp_bound_2d(problem.w_star, pool, output_relu=True)
+            t_milp = time.perf_counter() - t0
+            brute = (f"{brute_force_2d(problem.w_star, pool, True).error:.4g}" if n <= 12
+                     else "-")
+            table.add_row(str(seed), str(n), f"{lp.lower:.3g}", f"{t_lp:.1f}",
+                          f"{milp.lower:.4g}", f"{t_milp:.1f}", "yes" if milp.optimal else "no",
+                          f"{milp.subset.error:.4g}", brute, f"{milp.lower / lp.lower:.1f}x")
+    console.print(table)
+
+
 def main() -> None:
-    console = Console(width=120)
+    console = Console(width=140)
     console.print(f"device: {jax.devices()[0].device_kind}, {os.cpu_count()} CPU cores visible")
     bench_subset_sum(console)
     bench_sup_2d(console)
+    bench_neuron_bounds(console)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,14 @@ from prune_jax.curvature import (
 )
 from prune_jax.limits import (
     LossTolerance,
+    Regime,
     SparsityLimit,
     ellipsoid_gaussian_width,
     loss_tolerance,
     predict_sparsity_limit,
     projected_width_fraction,
+    regime_diagnostics,
+    shuffled_loss_tolerance,
     trace_width_bound,
 )
 from prune_jax.sparsity import (
@@ -63,6 +66,7 @@ __all__ = [
     "LotteryTicket",
     "OneShot",
     "PruneStepResult",
+    "Regime",
     "SparsityLimit",
     "SparsityReport",
     "SpectralQuadrature",
@@ -88,10 +92,12 @@ __all__ = [
     "predict_sparsity_limit",
     "projected_width_fraction",
     "prune_step",
+    "regime_diagnostics",
     "sap_step",
     "sharded_dataset_hvp",
     "sharded_hvp_operator",
     "sharding",
+    "shuffled_loss_tolerance",
     "slq",
     "slq_zero_mass",
     "sparsity_report",

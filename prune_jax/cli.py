@@ -27,6 +27,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                  "Hessian spectrum (top eigenvalues, trace, SLQ density) of a trained model."),
     "limit": ("prune_jax.experiments.limit",
               "Fundamental pruning limit: l1 training, spectrum, predicted vs actual sparsity."),
+    "calibrate": ("prune_jax.experiments.calibrate",
+                  "Predicted vs actual pruning limits over a grid of l1 values, seeds, models "
+                  "and data sets."),
     "sap": ("prune_jax.experiments.sap",
             "Iterative pruning: SAP (PQ Index) vs One Shot vs Lottery Ticket."),
     "gap": ("prune_jax.experiments.gap",
@@ -102,13 +105,37 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``prune-jax`` console script."""
+    """Entry point of the ``prune-jax`` console script.
+
+    Exit status: 0 on success; 2 for a user error (a bad flag value, an output directory that
+    cannot be written, a resume under other training settings), with the message and no
+    traceback, as argparse does; 1 when training diverges; 130 on Ctrl-C, with a hint that
+    rerunning the same command resumes from the last checkpoint.
+    """
+    from prune_jax.experiments.common import UserError
+    from prune_jax.experiments.train import TrainingDiverged
+
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
-    module.run(config_from_args(module.Config, args))
+    try:
+        config = config_from_args(module.Config, args)
+        module.run(config)
+    except UserError as err:
+        print(f"prune-jax {args.command}: error: {err}\n(see prune-jax {args.command} --help)",
+              file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"prune-jax {args.command}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        where = f" from the checkpoints in {out}" if out is not None else ""
+        print(f"\nprune-jax {args.command}: interrupted. Run the same command again to resume"
+              f"{where}.", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["accuracy_vs_sparsity", "fixed_point", "iterative_trajectories", "save",
-           "spectral_density"]
+__all__ = ["accuracy_vs_sparsity", "calibration", "fixed_point", "iterative_trajectories",
+           "save", "spectral_density"]
 
 
 def save(fig: Figure, path: Path | str) -> Path:
@@ -69,10 +69,14 @@ def spectral_density(spectrum: Any, *, top_eigenvalues: Sequence[float] | None =
 
 def accuracy_vs_sparsity(sparsity: np.ndarray, accuracy: np.ndarray, *,
                          loss: np.ndarray | None = None, dense_accuracy: float | None = None,
-                         predicted: float | None = None, actual: float | None = None,
+                         predicted: float | None = None,
+                         actual: float | Mapping[str, float] | None = None,
                          title: str = "Global one-shot magnitude pruning (no fine-tuning)"
                          ) -> Figure:
-    """Test accuracy (and loss) against sparsity with predicted/actual limits drawn."""
+    """Test accuracy (and loss) against sparsity with predicted/actual limits drawn.
+
+    ``actual`` is one actual limit or several named readings (``{"(a) ...": s_a, ...}``).
+    """
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     ax.plot(sparsity, accuracy, "o-", ms=3, label="test accuracy")
@@ -80,8 +84,10 @@ def accuracy_vs_sparsity(sparsity: np.ndarray, accuracy: np.ndarray, *,
         ax.axhline(dense_accuracy, color="gray", ls=":", label="dense accuracy")
     if predicted is not None:
         ax.axvline(predicted, color="C3", ls="--", label=f"predicted limit {predicted:.4f}")
-    if actual is not None:
-        ax.axvline(actual, color="C2", ls="-.", label=f"actual limit {actual:.4f}")
+    readings = {"actual limit": actual} if isinstance(actual, int | float) else (actual or {})
+    for i, (name, value) in enumerate(readings.items()):
+        ax.axvline(value, color=f"C{2 + i}", ls=("-.", ":", "--")[i % 3],
+                   label=f"{name} {value:.4f}")
     ax.set_xlabel("sparsity (fraction of prunable weights removed)")
     ax.set_ylabel("test accuracy")
     if loss is not None:
@@ -137,6 +143,45 @@ def iterative_trajectories(records: Mapping[str, Sequence[Mapping[str, float]]],
     axes[2].set(xlabel="iteration", ylabel="remaining weights (%)")
     axes[3].set(xlabel="iteration", ylabel="PQ Index")
     axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def calibration(records: Sequence[Mapping[str, Any]], *, band: float = 0.02,
+                title: str = "Predicted vs actual pruning limit") -> Figure:
+    """Predicted against actual sparsity, one panel per reading of the actual limit.
+
+    ``records`` are the rows of ``prune-jax calibrate`` (keys ``dataset``, ``model``,
+    ``predicted``, ``actual_before_first_drop``, ``actual_largest_passing``,
+    ``actual_loss_within_eps``, ``warnings``).
+    The diagonal and a ``+-band`` strip are drawn; runs with regime warnings are hollow.
+    """
+    readings = (("actual_before_first_drop", "(a) last before the first drop"),
+                ("actual_largest_passing", "(b) largest passing (reference code)"),
+                ("actual_loss_within_eps", "(c) test loss within eps (the theory)"))
+    groups = sorted({(r["dataset"], r["model"]) for r in records})
+    fig = Figure(figsize=(16, 5))
+    axes = fig.subplots(1, 3)
+    lo = min([r["predicted"] for r in records] + [r[k] for r in records for k, _ in readings])
+    lo = max(0.0, lo - 0.05)
+    for ax, (key, name) in zip(axes, readings, strict=True):
+        ax.plot([lo, 1], [lo, 1], "k-", lw=1)
+        ax.fill_between([lo, 1], [lo - band, 1 - band], [lo + band, 1 + band], color="gray",
+                        alpha=0.2, label=f"+-{band:g}")
+        for i, (dataset, model) in enumerate(groups):
+            recs = [r for r in records if (r["dataset"], r["model"]) == (dataset, model)]
+            for warned in (False, True):
+                sel = [r for r in recs if bool(r["warnings"]) == warned]
+                if sel:
+                    ax.scatter([r[key] for r in sel], [r["predicted"] for r in sel], s=30,
+                               facecolors="none" if warned else f"C{i}", edgecolors=f"C{i}",
+                               label=f"{dataset} {model}" + (" (warned)" if warned else ""))
+        gaps = np.abs([r["predicted"] - r[key] for r in records])
+        ax.set(xlim=(lo, 1), ylim=(lo, 1), xlabel=f"actual sparsity, {name}",
+               ylabel="predicted sparsity",
+               title=f"mean |gap| {gaps.mean():.3f}, max {gaps.max():.3f}")
+        ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -275,3 +275,14 @@ def test_getting_started_code_runs(tmp_path, record_property):
     assert "predicted sparsity" in proc.stdout
     for name in ("density.png", "fixed_point.png"):
         assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_nnx_page_code_runs(tmp_path):
+    """docs/guide/nnx.md: an NNX model end to end (l1, spectrum, limit, masks, keep_pruned)."""
+    script = tmp_path / "nnx.py"
+    script.write_text(_python_blocks(DOCS / "guide" / "nnx.md"))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "predicted sparsity" in proc.stdout
+    assert "pruned weights still zero after an update: True" in proc.stdout

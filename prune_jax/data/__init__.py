@@ -1,4 +1,4 @@
-"""Data layer: whole splits from tfds ``data_source`` or scikit-learn digits, on-device batching.
+"""Data layer: whole splits (tfds ``data_source``, scikit-learn digits, MNIST-1D), batching.
 
 ``load`` returns a host :class:`Split` and its :class:`DatasetInfo`; ``epoch_indices`` and
 ``preprocess`` run on the accelerator inside the training ``lax.scan``; ``padded_batches``
@@ -22,6 +22,7 @@ from prune_jax.data.sources import (
     dataset_info,
     load,
     load_digits,
+    load_mnist1d,
     split_from_source,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "epoch_indices",
     "load",
     "load_digits",
+    "load_mnist1d",
     "normalize",
     "padded_batches",
     "preprocess",

@@ -13,9 +13,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-__all__ = ["ProgressHandle", "console", "progress_bar"]
+__all__ = ["ProgressHandle", "console", "progress_bar", "results_console"]
 
 console = Console(stderr=True)
+"""Progress, logs and messages: standard error."""
+
+results_console = Console()
+"""Result tables: standard output (so ``prune-jax limit > out.txt`` keeps them)."""
 
 
 class ProgressHandle:

@@ -30,12 +30,13 @@ import jax
 import jax.numpy as jnp
 from rich.table import Table
 
+from prune_jax import models as M
 from prune_jax import plots
 from prune_jax import sparsity as S
 from prune_jax.experiments import checkpoint as ckpt
 from prune_jax.experiments import common
 from prune_jax.experiments.common import flag
-from prune_jax.experiments.progress import console, progress_bar
+from prune_jax.experiments.progress import console, progress_bar, results_console
 from prune_jax.experiments.train import OptimizerConfig, evaluate, train
 from prune_jax.tree import PyTree, leaf_names, prunable_tree
 
@@ -45,31 +46,39 @@ METHODS = ("sap-0.5-1", "sap-1-2", "one-shot", "lottery-ticket")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(common.RunConfig):
     """Options of ``prune-jax sap`` (each field is a command-line flag)."""
 
-    model: str = flag("mlp", "model name from prune_jax.models.MODEL_NAMES")
-    dataset: str = flag("digits", "digits (offline default), mnist, fashion_mnist, cifar10, "
-                        "cifar100")
-    data_dir: str | None = flag(None, "tfds data directory (tfds data sets only)")
+    model: str = flag("mlp", "model name", choices=M.MODEL_NAMES, training=True)
     methods: tuple[str, ...] = flag(METHODS, "methods to run: sap-P-Q (e.g. sap-0.5-1), "
                                     "one-shot, lottery-ticket")
-    scope: str = flag("global", "pruning scope", choices=("global", "layer", "neuron"))
-    iterations: int = flag(15, "pruning iterations T (paper: 30 for MLP/CNN, 15 for ResNet18)")
-    epochs: int = flag(10, "training epochs E per iteration")
-    batch_size: int = flag(64, "training batch size")
+    scope: str = flag("global", "pruning scope", choices=("global", "layer", "neuron"),
+                      training=True)
+    iterations: int = flag(15, "pruning iterations T (paper: 30 for MLP/CNN, 15 for ResNet18)",
+                           low=1, training=True)
+    epochs: int = flag(10, "training epochs E per iteration", low=1, training=True)
     learning_rate: float = flag(0.05, "SGD learning rate, momentum 0.9, cosine decay per "
-                                "iteration")
-    weight_decay: float = flag(5e-4, "weight decay")
-    clip_norm: float | None = flag(None, "global gradient-norm clipping (reference code: 1)")
-    eta: float = flag(0.0, "SAP eta")
-    gamma: float = flag(1.0, "SAP gamma")
-    beta: float = flag(0.9, "SAP beta (max fraction pruned per iteration)")
-    fraction: float = flag(0.2, "One Shot / Lottery Ticket: fraction P of remaining pruned")
-    eval_batch_size: int = flag(512, "evaluation batch size")
-    seed: int = flag(0, "PRNG seed")
+                                "iteration", positive=True, training=True)
+    weight_decay: float = flag(5e-4, "weight decay", low=0, training=True)
+    clip_norm: float | None = flag(None, "global gradient-norm clipping (reference code: 1)",
+                                   positive=True, training=True)
+    eta: float = flag(0.0, "SAP eta", low=0, training=True)
+    gamma: float = flag(1.0, "SAP gamma", positive=True, training=True)
+    beta: float = flag(0.9, "SAP beta (max fraction pruned per iteration)", positive=True,
+                       high=1.0, training=True)
+    fraction: float = flag(0.2, "One Shot / Lottery Ticket: fraction P of remaining pruned",
+                           positive=True, high=0.999, training=True)
     out: Path = flag(Path("results/sap"), "output directory (checkpoints, JSON, plots)")
-    progress: bool = flag(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for method in self.methods:
+            try:
+                make_policy(method, self)
+            except common.UserError:
+                raise
+            except ValueError as err:  # the policy's own check (e.g. p, q of sap-P-Q)
+                raise common.UserError(f"--methods {method}: {err}") from err
 
 
 def make_policy(method: str, config: Config) -> Any:
@@ -78,14 +87,15 @@ def make_policy(method: str, config: Config) -> Any:
         try:
             p, q = (float(v) for v in method[4:].split("-"))
         except ValueError as err:
-            raise ValueError(f"methods: {method!r} is not of the form sap-P-Q") from err
+            raise common.UserError(f"--methods: {method!r} is not of the form sap-P-Q "
+                                   "(e.g. sap-0.5-1)") from err
         return S.SAP(p=p, q=q, eta=config.eta, gamma=config.gamma, beta=config.beta)
     if method == "one-shot":
         return S.OneShot(fraction=config.fraction)
     if method == "lottery-ticket":
         return S.LotteryTicket(fraction=config.fraction)
-    raise ValueError(f"methods: unknown method {method!r}; valid: sap-P-Q, one-shot, "
-                     "lottery-ticket")
+    raise common.UserError(f"--methods: unknown method {method!r}; valid: sap-P-Q, one-shot, "
+                           "lottery-ticket")
 
 
 def _measures(params: PyTree, mask: PyTree, flags: PyTree) -> dict[str, Any]:
@@ -165,6 +175,8 @@ def run(config: Config) -> dict[str, Any]:
     """Run every method of ``config.methods`` and write ``sap.json`` and ``sap.png``."""
     key = jax.random.key(config.seed)
     k_init, k_train = jax.random.split(key)
+    common.prepare_out(config)
+    common.check_resume(config, config.out / "checkpoints")
     setup = common.set_up(config.model, config.dataset, key=k_init,
                           eval_batch_size=config.eval_batch_size, data_dir=config.data_dir)
     results = {m: run_method(m, config, setup, k_train, config.out) for m in config.methods}
@@ -182,6 +194,6 @@ def run(config: Config) -> dict[str, Any]:
             table.add_row(m, str(r["iteration"]), f"{100 * r['density']:.2f}",
                           f"{r['accuracy']:.4f}", f"{r['pruned_accuracy']:.4f}",
                           f"{r['pqi']:.4f}", f"{r['gini']:.4f}")
-    console.print(table)
+    results_console.print(table)
     console.print(f"wrote {config.out}/sap.json and {config.out}/sap.png")
     return {"config": config, "records": results}

@@ -36,11 +36,16 @@ __all__ = [
     "OptimizerConfig",
     "TrainResult",
     "TrainState",
+    "TrainingDiverged",
     "evaluate",
     "loss_and_updates",
     "make_optimizer",
     "train",
 ]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite (raised at the end of that epoch)."""
 
 
 class TrainState(NamedTuple):
@@ -237,6 +242,11 @@ def train(model: nn.Module, variables: dict[str, PyTree], split: D.Split, info: 
             state, metrics = epoch_fn(state, x, y, jax.random.fold_in(key, e), mask)
             for name, value in metrics.items():
                 history[name].append(float(value))
+            if not np.isfinite(history["train_loss"][-1]):
+                raise TrainingDiverged(
+                    f"training diverged: the loss is {history['train_loss'][-1]} in epoch "
+                    f"{e + 1}; lower the learning rate (or the l1 strength) and run again "
+                    "(with --overwrite, or a new --out)")
             bar.advance(loss=history["train_loss"][-1], acc=history["train_accuracy"][-1])
             if manager is not None and ((e + 1) % checkpoint_every == 0 or e + 1 == epochs):
                 ckpt.save(manager, e + 1, (state, history))

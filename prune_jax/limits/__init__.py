@@ -3,16 +3,16 @@
 - :func:`ellipsoid_gaussian_width`: exact ``E ||r * g||`` by a 1-D integral (SPEC 2.2).
 - :func:`projected_width_fraction`: ``F(R) = (1/D) sum_i r_i^2 / (R^2 + r_i^2)`` from exact
   eigenvalues or an SLQ quadrature (SPEC 2.2); :func:`trace_width_bound`, its Jensen bound.
-- :func:`loss_tolerance`: ``eps`` = std of the per-batch training loss (SPEC 2.3).
-- :func:`predict_sparsity_limit`: the exact solution of ``s = F(R(s))`` (SPEC 2.3).
+- :func:`shuffled_loss_tolerance`: ``eps`` = std of the per-batch training loss on shuffled
+  batches of the training batch size, over a few shuffles (SPEC 2.3); :func:`loss_tolerance`
+  for batches already stacked (one ordering, optionally split over a mesh).
+- :func:`predict_sparsity_limit`: the exact solution of ``s = F(R(s))`` (SPEC 2.3), and
+  :func:`regime_diagnostics`: whether a prediction is in the regime the theory describes.
 """
 
-from prune_jax.limits.predict import (
-    LossTolerance,
-    SparsityLimit,
-    loss_tolerance,
-    predict_sparsity_limit,
-)
+from prune_jax.limits.predict import SparsityLimit, predict_sparsity_limit
+from prune_jax.limits.regime import Regime, regime_diagnostics
+from prune_jax.limits.tolerance import LossTolerance, loss_tolerance, shuffled_loss_tolerance
 from prune_jax.limits.width import (
     ellipsoid_gaussian_width,
     projected_width_fraction,
@@ -21,10 +21,13 @@ from prune_jax.limits.width import (
 
 __all__ = [
     "LossTolerance",
+    "Regime",
     "SparsityLimit",
     "ellipsoid_gaussian_width",
     "loss_tolerance",
     "predict_sparsity_limit",
     "projected_width_fraction",
+    "regime_diagnostics",
+    "shuffled_loss_tolerance",
     "trace_width_bound",
 ]

@@ -18,7 +18,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["ellipsoid_gaussian_width", "projected_width_fraction", "trace_width_bound"]
+from prune_jax.validate import check_fraction, check_positive
+
+__all__ = ["SpectralMeasure", "ellipsoid_gaussian_width", "projected_width_fraction",
+           "spectral_measure", "trace_width_bound"]
 
 # Width integral: binned Taylor expansion of the log1p sum, trapezoid rule in u = log t.
 _LOG_BIN = 1.0 / 16.0   # bin width in log(r_i^2 / max r^2); |y| <= e^(1/32) - 1 = 0.032
@@ -30,8 +33,14 @@ _CHUNK = 1 << 20        # axes per pass (bounds temporaries for D up to 1e8 and 
 _GRID_FLOATS = 1 << 22  # distances x nodes evaluated per block in the width fraction
 
 
-class _Quadrature(NamedTuple):
-    """Discrete spectral measure ``sum_k weights_k delta(lambda - nodes_k)`` of total mass 1."""
+class SpectralMeasure(NamedTuple):
+    """A discrete spectral measure ``sum_k weights_k delta(lambda - nodes_k)`` of total mass 1
+    (SPEC 2.2), built by :func:`spectral_measure`; float64 host arrays.
+
+    Attributes:
+        nodes: ``(n,)`` eigenvalues or Ritz values (the last node is the zero atom).
+        weights: ``(n,)`` non-negative weights summing to 1.
+    """
 
     nodes: np.ndarray
     weights: np.ndarray
@@ -48,20 +57,6 @@ class _BinnedSquares(NamedTuple):
 
 # --------------------------------------------------------------------------- validation
 
-def _check_positive(value: Any, name: str) -> float:
-    v = float(value)
-    if not (math.isfinite(v) and v > 0.0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return v
-
-
-def _check_fraction(value: Any, name: str) -> float:
-    v = float(value)
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
-    return v
-
-
 def _real_array(x: Any, name: str) -> np.ndarray:
     a = np.asarray(x)
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
@@ -76,13 +71,23 @@ def _check_distance(distance: Any) -> np.ndarray:
     return r
 
 
-def _as_quadrature(spectrum: Any, zero_mass: float) -> _Quadrature:
-    """Normalise ``spectrum`` to a quadrature with an atom of mass ``zero_mass`` at 0.
+def spectral_measure(spectrum: Any, zero_mass: float = 0.0) -> SpectralMeasure:
+    """Normalise a spectrum to a :class:`SpectralMeasure` with an atom of mass ``zero_mass``
+    at 0 (SPEC 1.3, 2.2), validating it once.
 
-    Exact eigenvalues get weight ``(1 - zero_mass) / D`` each; SLQ nodes get
-    ``(1 - zero_mass) * tau_k^(l) / num_probes`` (each probe row renormalised to sum 1).
+    ``spectrum`` is an array of exact eigenvalues (each gets weight ``(1 - zero_mass) / D``),
+    an SLQ result with ``.nodes``/``.weights`` of shape ``(num_probes, num_steps)`` whose rows
+    sum to 1 (node ``k`` of probe ``l`` gets ``(1 - zero_mass) tau_k^(l) / num_probes``), or a
+    :class:`SpectralMeasure` (returned as is when ``zero_mass`` is 0).
+
+    Example:
+        >>> m = spectral_measure([1.0, 3.0], zero_mass=0.5)
+        >>> m.nodes.tolist(), m.weights.tolist()
+        ([1.0, 3.0, 0.0], [0.25, 0.25, 0.5])
     """
-    z = _check_fraction(zero_mass, "zero_mass")
+    z = check_fraction(zero_mass, "zero_mass", closed=True)
+    if isinstance(spectrum, SpectralMeasure) and z == 0.0:
+        return spectrum
     if hasattr(spectrum, "nodes") and hasattr(spectrum, "weights"):
         nodes = _real_array(spectrum.nodes, "spectrum.nodes").astype(np.float64)
         weights = _real_array(spectrum.weights, "spectrum.weights").astype(np.float64)
@@ -104,7 +109,7 @@ def _as_quadrature(spectrum: Any, zero_mass: float) -> _Quadrature:
                              "(or an SLQ result with .nodes/.weights)")
         weights = np.full(nodes.shape, 1.0 / nodes.size)
     nodes, weights = nodes.ravel(), (1.0 - z) * weights.ravel()
-    return _Quadrature(np.append(nodes, 0.0), np.append(weights, z))
+    return SpectralMeasure(np.append(nodes, 0.0), np.append(weights, z))
 
 
 # --------------------------------------------------------------------------- ellipsoid width
@@ -196,7 +201,7 @@ def ellipsoid_gaussian_width(semi_axes: Any) -> float:
 
 # --------------------------------------------------------------------------- projected width
 
-def _fraction(quad: _Quadrature, distance: np.ndarray, eps: float) -> np.ndarray:
+def _fraction(quad: SpectralMeasure, distance: np.ndarray, eps: float) -> np.ndarray:
     """``sum_k w_k 2 eps / (R^2 |theta_k| + 2 eps)`` for every ``R`` in ``distance``."""
     r = distance.astype(np.float64).reshape(-1, 1)
     curv = np.abs(quad.nodes)
@@ -232,7 +237,8 @@ def projected_width_fraction(spectrum: Any, distance: Any, eps: float, *,
     Limits: ``F(0) = 1``; ``R^2 >> r_i^2`` gives ``2 eps mean(1/|lambda|) / R^2``.
 
     Args:
-        spectrum: eigenvalues (array), or an object with ``.nodes``/``.weights``.
+        spectrum: eigenvalues (array), an object with ``.nodes``/``.weights``, or a
+            :class:`SpectralMeasure`.
         distance: ``R >= 0``, scalar or array (vectorised).
         eps: loss tolerance ``> 0``.
         zero_mass: fraction in ``[0, 1]`` of eigenvalues set to exactly 0.
@@ -244,9 +250,8 @@ def projected_width_fraction(spectrum: Any, distance: Any, eps: float, *,
         >>> projected_width_fraction([0.0, 2.0], 1.0, eps=1.0)  # (1 + 1/2) / 2
         array(0.75)
     """
-    eps = _check_positive(eps, "eps")
-    quad = _as_quadrature(spectrum, zero_mass)
-    return _fraction(quad, _check_distance(distance), eps)
+    eps = check_positive(eps, "eps")
+    return _fraction(spectral_measure(spectrum, zero_mass), _check_distance(distance), eps)
 
 
 def trace_width_bound(trace_abs: float, dim: int, distance: Any, eps: float) -> np.ndarray:
@@ -267,7 +272,7 @@ def trace_width_bound(trace_abs: float, dim: int, distance: Any, eps: float) -> 
         >>> trace_width_bound(4.0, 2, 1.0, eps=1.0)   # 4 / (4 + 4)
         array(0.5)
     """
-    eps = _check_positive(eps, "eps")
+    eps = check_positive(eps, "eps")
     tr = float(trace_abs)
     if not (math.isfinite(tr) and tr >= 0):
         raise ValueError(f"trace_abs must be finite and >= 0, got {trace_abs!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prune_jax.models.alexnet import AlexNet
 from prune_jax.models.cnn import CNN
+from prune_jax.models.cnn1d import CNN1D
 from prune_jax.models.common import init_variables, param_count
 from prune_jax.models.mlp import MLP, Linear
 from prune_jax.models.registry import MODEL_NAMES, get_model
@@ -17,6 +18,7 @@ from prune_jax.models.vgg import VGG
 
 __all__ = [
     "CNN",
+    "CNN1D",
     "MLP",
     "MODEL_NAMES",
     "VGG",

@@ -16,6 +16,7 @@ import flax.linen as nn
 
 from prune_jax.models.alexnet import AlexNet
 from prune_jax.models.cnn import CNN, PQI_CNN_FEATURES, SMALL_CNN_FEATURES
+from prune_jax.models.cnn1d import CNN1D
 from prune_jax.models.mlp import (
     FC5_HIDDEN,
     FC12_HIDDEN,
@@ -38,6 +39,8 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     # small models for the offline 8x8 digits default
     "mlp_small": _P(MLP, hidden=SMALL_MLP_HIDDEN),
     "cnn_small": _P(CNN, features=SMALL_CNN_FEATURES, num_pools=2),
+    # sequences (MNIST-1D, offline)
+    "cnn1d": CNN1D,
     # fundamental-limit paper (SPEC 2.4); ResNet18 is also the PQI paper's
     "fc5": _P(MLP, hidden=FC5_HIDDEN),
     "fc12": _P(MLP, hidden=FC12_HIDDEN),

@@ -8,7 +8,9 @@ two-layer ReLU network. What each part GUARANTEES:
 * :mod:`~prune_jax.slth.subset_sum` -- EXACT meet-in-the-middle subset sum (float64, JAX).
 * :mod:`~prune_jax.slth.pensia` -- weight arm: CERTIFIED UPPER bound (Pensia et al. 2020).
 * :mod:`~prune_jax.slth.neuron_lp` -- neuron arm: CERTIFIED LOWER bound (LP relaxation).
-* :mod:`~prune_jax.slth.neuron_subsets` -- neuron arm: achievable subsets, exact MILP optimum.
+* :mod:`~prune_jax.slth.neuron_milp` -- neuron arm: lower bound by MILP (HiGHS dual bound),
+  the exact best subset where it finishes (N ~ 64 in d = 2); much tighter with the output ReLU.
+* :mod:`~prune_jax.slth.neuron_subsets` -- neuron arm: achievable subsets (upper bounds).
 * :mod:`~prune_jax.slth.supermask` -- ILLUSTRATION: gradient supermask search (no guarantee).
 * :mod:`~prune_jax.slth.sweep` -- required widths per arm and their quantiles over seeds.
 """
@@ -33,13 +35,12 @@ from prune_jax.slth.neuron_lp import (
     neuron_lp_bound,
     neuron_lp_bound_output_relu,
 )
+from prune_jax.slth.neuron_milp import MilpBound, neuron_milp_bound_2d
 from prune_jax.slth.neuron_subsets import (
-    MilpSubset,
     Subset,
     SubsetBatch,
     brute_force_2d,
     local_search_2d,
-    milp_subset_2d,
     random_subsets_2d,
     rounded_subset,
     subset_errors_2d,
@@ -72,7 +73,7 @@ __all__ = [
     "Candidates",
     "CuttingPlanes",
     "LPBound",
-    "MilpSubset",
+    "MilpBound",
     "Net",
     "PensiaNetwork",
     "PensiaTable",
@@ -90,9 +91,9 @@ __all__ = [
     "brute_force_2d",
     "forward",
     "local_search_2d",
-    "milp_subset_2d",
     "neuron_lp_bound",
     "neuron_lp_bound_output_relu",
+    "neuron_milp_bound_2d",
     "neuron_net",
     "pensia_certificate",
     "pensia_network",

@@ -19,8 +19,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from prune_jax.slth._checks import check_int, check_shape
 from prune_jax.tree import Array
+from prune_jax.validate import check_int, check_shape
 
 __all__ = [
     "Net",

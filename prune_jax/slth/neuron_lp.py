@@ -25,10 +25,10 @@ import jax
 import numpy as np
 from scipy.optimize import linprog
 
-from prune_jax.slth._checks import check_int, check_positive, check_shape
 from prune_jax.slth.networks import Pool, neuron_net, sample_sphere
 from prune_jax.slth.supnorm import SupSearch, worst_points
 from prune_jax.tree import Array
+from prune_jax.validate import check_int, check_positive, check_shape
 
 __all__ = [
     "CuttingPlanes",

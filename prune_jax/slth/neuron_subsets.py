@@ -7,9 +7,9 @@ error of a given subset is then itself only lower-estimated). Together with the 
 
 * :func:`rounded_subset` -- the relaxed LP solution rounded (threshold and random roundings);
 * :func:`local_search_2d` -- single-flip local search (from the empty set: greedy), d = 2;
-* :func:`random_subsets_2d`, :func:`brute_force_2d` -- references for the tests;
-* :func:`milp_subset_2d` -- the EXACT optimum by mixed-integer LP (HiGHS) with cutting planes,
-  practical to N ~ 32 (SPEC 4).
+* :func:`random_subsets_2d`, :func:`brute_force_2d` -- references for the tests.
+
+The exact optimum by mixed-integer LP is in :mod:`prune_jax.slth.neuron_milp` (SPEC 4).
 """
 
 from __future__ import annotations
@@ -18,22 +18,18 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
-from scipy.optimize import LinearConstraint, milp
 
-from prune_jax.slth._checks import check_int, check_shape
 from prune_jax.slth._shapes import bucket
 from prune_jax.slth.networks import Pool, neuron_net
-from prune_jax.slth.neuron_lp import CuttingPlanes, features, initial_points
-from prune_jax.slth.supnorm import SupSearch, sup_error, sup_error_2d_batch, worst_points
+from prune_jax.slth.supnorm import SupSearch, sup_error, sup_error_2d_batch
 from prune_jax.tree import Array
+from prune_jax.validate import check_int, check_shape
 
 __all__ = [
-    "MilpSubset",
     "Subset",
     "SubsetBatch",
     "brute_force_2d",
     "local_search_2d",
-    "milp_subset_2d",
     "random_subsets_2d",
     "rounded_subset",
     "subset_errors_2d",
@@ -55,17 +51,6 @@ class SubsetBatch(NamedTuple):
 
     keep: np.ndarray
     errors: np.ndarray
-
-
-class MilpSubset(NamedTuple):
-    """MILP optimum: ``lower`` = optimum on the final cut set (<= every subset's sup error),
-    ``subset`` = its minimiser with EXACT error; ``optimal`` when ``subset.error`` meets ``lower``.
-    """
-
-    lower: float
-    subset: Subset
-    optimal: bool
-    rounds: int
 
 
 def _pool64(pool: Pool) -> Pool:
@@ -166,47 +151,3 @@ def rounded_subset(key: Array, w_star: object, pool: Pool, s: object,
     i = int(np.argmin(errors))
     return Subset(keep[i], float(errors[i]), False)
 
-
-def milp_subset_2d(w_star: object, pool: Pool, cuts: CuttingPlanes | None = None,
-                   time_limit: float = 60.0) -> MilpSubset:
-    """EXACT best neuron subset (no output ReLU) by MILP with cutting planes, d = 2 (SPEC 4).
-
-    ``min t`` over ``s in {0,1}^N`` with ``|f(x_k) - A_k s| <= t`` on a cut set; the minimiser's
-    exact worst points are added until its exact sup error meets the MILP value, which then is
-    a lower bound on every subset's error, so the minimiser is optimal. Practical to N ~ 32.
-    ``lower`` is HiGHS's MILP bound (solver tolerances, not re-certified like the LP bounds).
-    """
-    cuts = CuttingPlanes() if cuts is None else cuts
-    w_star = _check_2d(w_star, pool)
-    n = pool.w.shape[0]
-    points = initial_points(jax.random.key(0), w_star, pool, cuts.initial_points)
-    cost = np.zeros(n + 1)
-    cost[-1] = 1.0
-    integrality = np.concatenate([np.ones(n), [0]])
-    lower, keep, error, rounds = 0.0, np.zeros(n, bool), np.inf, 0
-    with jax.enable_x64(True):
-        p = _pool64(pool)
-        while rounds < cuts.max_rounds:
-            rounds += 1
-            a = features(pool, points)
-            f = np.maximum(points @ w_star, 0.0)
-            ones = np.ones((a.shape[0], 1))
-            rows = LinearConstraint(np.block([[a, -ones], [-a, -ones]]), -np.inf,
-                                    np.concatenate([f, -f]))
-            res = milp(cost, integrality=integrality, constraints=rows,
-                       bounds=(np.zeros(n + 1), np.concatenate([np.ones(n), [np.inf]])),
-                       options={"mip_rel_gap": 0.0, "time_limit": time_limit})
-            if res.x is None:
-                raise RuntimeError(f"HiGHS MILP failed: {res.message}")
-            bound = res.fun if res.status == 0 else getattr(res, "mip_dual_bound", 0.0)
-            lower = max(lower, float(bound))
-            keep = np.round(res.x[:n]).astype(bool)
-            worst = worst_points(jax.random.key(0), w_star, neuron_net(p, keep), False,
-                                 max(cuts.points_per_round, n))
-            values = worst.values
-            error = float(values[0])
-            if error <= lower * (1.0 + cuts.rtol) + cuts.atol:
-                break
-            points = np.concatenate([points, np.asarray(worst.points)[values > res.fun]])
-    return MilpSubset(lower, Subset(keep, error, True),
-                      error <= lower * (1.0 + cuts.rtol) + cuts.atol, rounds)

@@ -26,9 +26,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from prune_jax.slth._checks import check_int, check_positive, check_shape
 from prune_jax.slth.networks import Pool, WeightMask
 from prune_jax.slth.subset_sum import subset_sum
+from prune_jax.validate import check_int, check_positive, check_shape
 
 __all__ = [
     "PensiaNetwork",

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune_jax.slth._checks import check_int
 from prune_jax.slth._shapes import pad_axis
 from prune_jax.tree import Array
+from prune_jax.validate import check_int
 
 __all__ = ["MAX_ITEMS", "SubsetSum", "subset_sum", "subset_sum_brute_force"]
 

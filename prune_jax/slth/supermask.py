@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from prune_jax.slth._checks import check_int, check_open_unit, check_positive, check_shape
 from prune_jax.slth.networks import Net, Pool, WeightMask, forward, residual
 from prune_jax.tree import Array
+from prune_jax.validate import check_int, check_positive, check_real, check_shape
 
 __all__ = ["SupermaskResult", "SupermaskSearch", "train_supermask"]
 
@@ -49,8 +49,8 @@ class SupermaskSearch:
         check_int(self.batch_size, "batch_size", low=1)
         check_positive(self.learning_rate, "learning_rate")
         check_positive(self.init_scale, "init_scale")
-        if self.density is not None:
-            check_open_unit(self.density, "density")
+        if self.density is not None and not 0.0 < check_real(self.density, "density") < 1.0:
+            raise ValueError(f"density must lie in (0, 1), got {self.density}")
 
 
 class SupermaskResult(NamedTuple):

@@ -29,10 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune_jax.slth._checks import check_int, check_shape
 from prune_jax.slth._shapes import bucket, pad_axis
 from prune_jax.slth.networks import Net, residual
 from prune_jax.tree import Array
+from prune_jax.validate import check_int, check_shape
 
 __all__ = [
     "Candidates",

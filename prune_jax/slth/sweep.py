@@ -8,8 +8,10 @@ a tolerance ``eps`` is read off the curve:
   Valid because the best error is non-increasing in ``N`` (nested pools): ``LB(N) > eps``
   rules out every width ``<= N``. Past the largest width tried the bound is censored (it
   still holds, it is just not tight).
-* neuron arm, best subset found (rounded LP solution + local search): an achievable width
-  (CERTIFIED UPPER bound in d = 2).
+  In d = 2 the bound of a width is the larger of the LP bound and the MILP bound of
+  :mod:`prune_jax.slth.neuron_milp` (up to a width), which is much tighter with the output ReLU.
+* neuron arm, best subset found (rounded LP solution, local search, MILP incumbents): an
+  achievable width (CERTIFIED UPPER bound in d = 2).
 * weight arm, UPPER bound: the smallest ``N`` whose Pensia certificate is ``<= eps``.
 
 Quantiles over seeds keep the guarantees, because an order statistic is monotone in every
@@ -18,13 +20,13 @@ entry: the median of per-seed lower bounds is a lower bound on the median requir
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune_jax.slth._checks import check_int, check_open_unit
 from prune_jax.slth.networks import (
     Pool,
     WeightMask,
@@ -38,6 +40,7 @@ from prune_jax.slth.neuron_lp import (
     neuron_lp_bound,
     neuron_lp_bound_output_relu,
 )
+from prune_jax.slth.neuron_milp import neuron_milp_bound_2d
 from prune_jax.slth.neuron_subsets import local_search_2d, rounded_subset
 from prune_jax.slth.pensia import (
     PensiaTable,
@@ -48,6 +51,7 @@ from prune_jax.slth.pensia import (
 from prune_jax.slth.supermask import SupermaskSearch, train_supermask
 from prune_jax.slth.supnorm import SupEstimate, sup_error
 from prune_jax.tree import Array
+from prune_jax.validate import check_int, check_real
 
 __all__ = [
     "CertificateCheck",
@@ -78,16 +82,20 @@ class Problem(NamedTuple):
 
 
 class NeuronCurve(NamedTuple):
-    """Neuron arm over ``widths``: CERTIFIED ``lower`` bounds and the errors of the best
-    subsets ``found`` (LP rounding, then local search in d = 2 up to a width).
+    """Neuron arm over ``widths``: ``lower`` bounds (the larger of ``lp_lower``, the CERTIFIED
+    LP bound, and the MILP bound where it ran) and the errors of the best subsets ``found``
+    (LP rounding, local search and MILP incumbents in d = 2, up to a width).
 
     ``found_exact`` is True in d = 2: then ``found`` are achievable errors, so they bound the
-    best subset's error from above.
+    best subset's error from above. ``optimal``: the MILP closed the bracket at that width
+    (``lower`` is then the best subset's error, up to the solver's tolerances).
     """
 
     widths: np.ndarray
     lower: np.ndarray
+    lp_lower: np.ndarray
     found: np.ndarray
+    optimal: np.ndarray
     found_exact: bool
     output_relu: bool
 
@@ -148,13 +156,16 @@ def make_problem(key: Array, d: int, pool_size: int) -> Problem:
 
 def neuron_curve(key: Array, problem: Problem, widths: object, output_relu: bool = False,
                  cuts: CuttingPlanes | None = None, n_random: int = 8,
-                 search_max_width: int = 256, search_steps: int = 32) -> NeuronCurve:
-    """Neuron-arm LP lower bounds and subsets found at every width of ``widths`` (SPEC 4).
+                 search_max_width: int = 256, search_steps: int = 32, milp_max_width: int = 0,
+                 milp_time_limit: float = 10.0, milp_rounds: int = 6) -> NeuronCurve:
+    """Neuron-arm lower bounds and subsets found at every width of ``widths`` (SPEC 4).
 
-    Subsets: the LP solution rounded (threshold and ``n_random`` random roundings), then, in
-    d = 2 and up to ``search_max_width`` units, ``search_steps`` of single-flip local search
-    from it and from the empty set. In d > 2 the cut set of one width seeds the next (in d = 2
-    the kinks seed every width).
+    Bounds: the LP relaxation, and in d = 2 up to ``milp_max_width`` units the MILP bound
+    (``milp_rounds`` solves of at most ``milp_time_limit`` s each, started from the best
+    subset found). Subsets: the LP solution rounded (threshold and ``n_random`` random
+    roundings), then, in d = 2 and up to ``search_max_width`` units, ``search_steps`` of
+    single-flip local search from it and from the empty set, and the MILP incumbents. In
+    d > 2 the cut set of one width seeds the next (in d = 2 the kinks seed every width).
     """
     widths = np.asarray(widths, int)
     if widths.ndim != 1 or widths.size == 0 or np.any(np.diff(widths) <= 0) or widths[0] < 1:
@@ -163,25 +174,36 @@ def neuron_curve(key: Array, problem: Problem, widths: object, output_relu: bool
     if widths[-1] > problem.pool.w.shape[0]:
         raise ValueError(f"widths go up to {widths[-1]} but the pool has "
                          f"{problem.pool.w.shape[0]} units")
+    check_int(milp_max_width, "milp_max_width", low=0)
+    milp_cuts = dataclasses.replace(cuts or CuttingPlanes(),
+                                    max_rounds=check_int(milp_rounds, "milp_rounds", low=1))
     bound = neuron_lp_bound_output_relu if output_relu else neuron_lp_bound
     d = problem.w_star.shape[0]
-    lower, found, points = [], [], None
+    lp_lower, lower, found, optimal, points = [], [], [], [], None
     for n in widths:
         key, k_lp, k_round = jax.random.split(key, 3)
         pool = pool_prefix(problem.pool, int(n))
         lp = bound(k_lp, problem.w_star, pool, cuts, points)
         points = lp.points if d > 2 else None
-        lower.append(lp.lower)
         best = rounded_subset(k_round, problem.w_star, pool, lp.s, output_relu, n_random,
                               cuts.search if cuts is not None else None)
         if d == 2 and n <= search_max_width:
             starts = (best.keep, None)
             best = min((local_search_2d(problem.w_star, pool, start, output_relu, search_steps)
                         for start in starts), key=lambda sub: sub.error)
+        lp_lower.append(lp.lower)
+        lower.append(lp.lower)
+        optimal.append(False)
+        if d == 2 and n <= milp_max_width:
+            milp = neuron_milp_bound_2d(problem.w_star, pool, output_relu, milp_cuts,
+                                        milp_time_limit, start=best.keep)
+            lower[-1], optimal[-1] = max(lp.lower, milp.lower), milp.optimal
+            best = min(best, milp.subset, key=lambda sub: sub.error)
         found.append(best.error)
     # nested pools: a subset of the first n units is also a subset of any wider pool
     found = np.minimum.accumulate(np.asarray(found))
-    return NeuronCurve(widths, np.asarray(lower), found, d == 2, output_relu)
+    return NeuronCurve(widths, np.asarray(lower), np.asarray(lp_lower), found,
+                       np.asarray(optimal), d == 2, output_relu)
 
 
 def weight_curve(problem: Problem, max_items: int = 28) -> WeightCurve:
@@ -220,6 +242,14 @@ def supermask_error(key: Array, problem: Problem, width: int,
         return sup_error(key_eval, problem.w_star, weight_net(pool, mask), search.output_relu)
 
 
+def _check_eps(eps: float) -> float:
+    """``eps`` as a float in the open interval (0, 1), else an error naming it."""
+    eps = check_real(eps, "eps")
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"eps must lie in (0, 1), got {eps}")
+    return eps
+
+
 def lower_bound_width(widths: object, lower: object, eps: float) -> WidthBound:
     """CERTIFIED lower bound on the required width: ``1 + max{N : LB(N) > eps}``.
 
@@ -227,7 +257,7 @@ def lower_bound_width(widths: object, lower: object, eps: float) -> WidthBound:
     ``largest + 1`` and holds, but the true requirement may be far larger).
     SPEC 4.
     """
-    check_open_unit(eps, "eps")
+    _check_eps(eps)
     widths, lower = np.asarray(widths), np.asarray(lower)
     above = np.flatnonzero(lower > eps)
     if above.size == 0:
@@ -240,7 +270,7 @@ def upper_bound_width(widths: object, errors: object, eps: float) -> int | None:
 
     SPEC 4.
     """
-    check_open_unit(eps, "eps")
+    _check_eps(eps)
     widths, errors = np.asarray(widths), np.asarray(errors)
     hit = np.flatnonzero(errors <= eps)
     return int(widths[hit[0]]) if hit.size else None

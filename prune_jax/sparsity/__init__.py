@@ -5,11 +5,14 @@
 - :mod:`.transforms`: :func:`l1`, :func:`l1_prox`, :func:`keep_pruned` (optax).
 - :mod:`.iterative`: :func:`sap_step`, :func:`fraction_step`, the policies :class:`SAP`,
   :class:`LotteryTicket`, :class:`OneShot` and :func:`prune_step`.
+
+Which weights go is decided by :mod:`prune_jax.ranking` (exact, ties by flat index). Arrays
+this process can read are processed with numpy on the host (no compilation); under ``jit``,
+or for arrays on other processes' devices, the same code runs in ``jax.numpy``.
 """
 
 from __future__ import annotations
 
-from prune_jax.sparsity._checks import Scope
 from prune_jax.sparsity.iterative import (
     SAP,
     LotteryTicket,
@@ -23,6 +26,7 @@ from prune_jax.sparsity.iterative import (
 )
 from prune_jax.sparsity.masks import (
     MaskCount,
+    Scope,
     SparsityReport,
     apply_mask,
     magnitude_mask,

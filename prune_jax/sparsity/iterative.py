@@ -22,8 +22,8 @@ Per scope unit with ``d_t`` live weights, SAP removes
 from the PQ Index of the live weights; One Shot and Lottery Ticket remove
 ``c_t = floor(fraction * d_t)`` (``fraction = P = 0.2``: a sparsity relative to the *remaining*
 weights). The ``c_t`` smallest-magnitude live weights go, exactly and with deterministic ties
-(:func:`prune_jax.sparsity.magnitude_mask`'s order). Counts are computed on the host in float64
-with a tolerance (SPEC 3.2), so one step does one device-to-host transfer of per-unit sums.
+(:func:`prune_jax.sparsity.magnitude_mask`'s order, :mod:`prune_jax.ranking`). Power sums and
+counts are computed in float64 with a tolerance on the floor (SPEC 3.2).
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from prune_jax.sparsity._checks import Scope, check_fraction, check_pq, check_real, check_scope
-from prune_jax.sparsity._select import kept_after_removal
-from prune_jax.sparsity._units import floor_count
-from prune_jax.sparsity.masks import merge_masks, split_prunable, unit_counts
-from prune_jax.sparsity.measures import check_eta, pq_stats_from_sums, unit_power_sums_f64
-from prune_jax.tree import Prunable, PyTree, leaf_names, on_auto_mesh
+from prune_jax.ranking import remove_smallest, unit_sizes, unit_view
+from prune_jax.sparsity.masks import SCOPES, Scope, floor_count, prunable_leaves
+from prune_jax.sparsity.measures import check_pq, power_sums, pq_bound
+from prune_jax.tree import Prunable, PyTree
+from prune_jax.validate import check_choice, check_fraction, check_positive
 
 __all__ = [
     "SAP",
     "LotteryTicket",
     "OneShot",
+    "Policy",
     "PruneStepResult",
     "UnitStats",
     "fraction_step",
@@ -87,42 +87,38 @@ CountRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def _step(params: PyTree, mask: PyTree | None, *, scope: Scope, prunable: Prunable | PyTree | None,
           p: float, q: float, eta: float, removed: CountRule) -> PruneStepResult:
-    """Shared body: per-unit sums on device, counts on the host (float64), selection on device.
+    """Shared body: per-unit float64 power sums and counts, then the selection
+    (:func:`prune_jax.ranking.remove_smallest`).
 
     ``removed(d, r)`` gives the number of live weights to prune per unit from the live counts
     ``d`` and eq. 2's bound ``r`` (float64 arrays).
     """
-    scope = check_scope(scope)
-    split = split_prunable(params, mask, prunable)
-    sums = unit_power_sums_f64(split.leaves, split.live, p=p, q=q, scope=scope)
-    # Under "global" every leaf carries the same (1,) statistics of the one unit: keep one.
-    names = leaf_names(params)
-    groups = {"global": 0} if scope == "global" else {
-        names[i]: j for j, i in enumerate(split.index)}
-    units = {}
-    for name, j in groups.items():
-        d = np.asarray(sums.d[j], np.int64)
-        stats = pq_stats_from_sums(d, sums.s_p[j], sums.s_q[j], p=p, q=q, eta=eta)
-        c = np.clip(removed(d.astype(np.float64), stats.r), 0, d)
-        units[name] = UnitStats(d=d, pqi=stats.pqi, r=stats.r, c=c)
-    per_leaf = ([units["global"].c] * len(split.leaves) if scope == "global"
-                else [u.c for u in units.values()])
-    shapes = [x.shape for x in split.leaves]
-    kept, _ = kept_after_removal(split.leaves, split.live,
-                              unit_counts(shapes, scope, [0] * len(shapes)),
-                              unit_counts(shapes, scope, per_leaf), scope=scope)
-    return PruneStepResult(mask=merge_masks(params, split, kept), units=units)
+    check_choice(scope, "scope", SCOPES)
+    part = prunable_leaves(params, prunable, mask)
+    sums = power_sums(part.leaves, part.live, p=p, q=q, scope=scope, wide=True)
+    pqi, r = pq_bound(sums, p=p, q=q, eta=eta)
+    d = np.asarray(sums.d, np.int64)
+    c = np.clip(removed(d.astype(np.float64), r), 0, d)
+    sizes = unit_sizes([np.shape(x) for x in part.leaves], scope)
+    kept = [~x for x in remove_smallest(part.leaves, sizes - d + c, scope=scope,
+                                        live=part.live)]
+    stats = UnitStats(d=d, pqi=pqi, r=r, c=c)
+    if scope == "global":
+        units = {"global": stats}
+    else:
+        ends = np.cumsum([unit_view(x, scope).shape[1] for x in part.leaves])[:-1]
+        units = {name: UnitStats(*u) for name, *u in zip(
+            part.names, *(np.split(v, ends) for v in stats), strict=True)}
+    return PruneStepResult(mask=part.merge(kept), units=units)
 
 
-def _check_positive(value: float, name: str, upper: float | None = None) -> float:
-    value = check_real(value, name)
-    if value <= 0 or (upper is not None and value > upper):
-        bound = f"in (0, {upper}]" if upper is not None else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return value
+def _check_beta(beta: float) -> float:
+    beta = check_positive(beta, "beta")
+    if beta > 1:
+        raise ValueError(f"beta must be in (0, 1], got {beta}")
+    return beta
 
 
-@on_auto_mesh
 def sap_step(params: PyTree, mask: PyTree | None, *, p: float = 0.5, q: float = 1.0,
              eta: float = 0.0, gamma: float = 1.0, beta: float = 0.9,
              scope: Scope = "global",
@@ -167,9 +163,9 @@ def sap_step(params: PyTree, mask: PyTree | None, *, p: float = 0.5, q: float = 
       [0]
     """
     p, q = check_pq(p, q)
-    eta = check_eta(eta)
-    gamma = _check_positive(gamma, "gamma")
-    beta = _check_positive(beta, "beta", upper=1.0)
+    eta = check_positive(eta, "eta", allow_zero=True)
+    gamma = check_positive(gamma, "gamma")
+    beta = _check_beta(beta)
 
     def removed(d: np.ndarray, r: np.ndarray) -> np.ndarray:
         return floor_count(np.minimum(gamma * (d - np.where(np.isnan(r), d, r)), beta * d))
@@ -178,7 +174,6 @@ def sap_step(params: PyTree, mask: PyTree | None, *, p: float = 0.5, q: float = 
                  removed=removed)
 
 
-@on_auto_mesh
 def fraction_step(params: PyTree, mask: PyTree | None, *, fraction: float = 0.2,
                   scope: Scope = "global", prunable: Prunable | PyTree | None = None,
                   p: float = 0.5, q: float = 1.0) -> PruneStepResult:
@@ -247,9 +242,9 @@ class SAP:
 
     def __post_init__(self) -> None:
         check_pq(self.p, self.q)
-        check_eta(self.eta)
-        _check_positive(self.gamma, "gamma")
-        _check_positive(self.beta, "beta", upper=1.0)
+        check_positive(self.eta, "eta", allow_zero=True)
+        check_positive(self.gamma, "gamma")
+        _check_beta(self.beta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +282,6 @@ class OneShot:
 Policy = SAP | LotteryTicket | OneShot
 
 
-@on_auto_mesh
 def prune_step(policy: Policy, params: PyTree, mask: PyTree | None, *, scope: Scope = "global",
                prunable: Prunable | PyTree | None = None) -> PruneStepResult:
     """One pruning step of ``policy`` (SPEC 3.2): :func:`sap_step` or :func:`fraction_step`.

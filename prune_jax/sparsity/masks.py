@@ -3,146 +3,159 @@
 A *mask* is a pytree of booleans with the structure and shapes of the parameters: True = kept,
 False = pruned. Leaves that are not prunable (biases, normalisation parameters by default, see
 :func:`prune_jax.tree.default_prunable`) carry all-True masks. Sparsity = fraction removed,
-density = fraction kept, both counted from masks (never from zero values).
+density = fraction kept, both counted from masks (never from zero values). Linen parameter
+dicts and Flax NNX states (``nnx.state(model, nnx.Param)``) are both pytrees whose leaves are
+named alike (``"Dense_0/kernel"``), so everything here works on either.
+
+Which weights go is decided by :mod:`prune_jax.ranking` (exact, ties by flat index).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
 
-from prune_jax.sparsity._checks import (
-    Scope,
-    check_fraction,
-    check_mask,
-    check_scope,
-    check_values,
-)
-from prune_jax.sparsity._select import kept_after_removal
-from prune_jax.sparsity._units import floor_count, unit_sizes, units_per_leaf
+from prune_jax.ranking import remove_smallest, unit_sizes
 from prune_jax.tree import (
     Prunable,
     PyTree,
-    check_floating,
+    fully_addressable,
     leaf_names,
-    on_auto_mesh,
     prunable_tree,
     to_host,
 )
+from prune_jax.validate import (
+    check_choice,
+    check_finite_tree,
+    check_fraction,
+    check_no_explicit_mesh,
+    check_tree,
+    is_concrete,
+)
 
 Array = jax.Array
+Scope = Literal["global", "layer", "neuron"]
+SCOPES: tuple[str, ...] = get_args(Scope)
 
-__all__ = ["MaskCount", "SparsityReport", "apply_mask", "magnitude_mask", "sparsity_report"]
-
-_INDEX_LIMIT = 2**31 - 1  # flat indices and counts are int32
-
-
-class PrunableSplit(NamedTuple):
-    """The prunable leaves of ``params`` and their current masks (private to this package)."""
-
-    index: list[int]          # positions of the prunable leaves in ``jax.tree.leaves(params)``
-    leaves: list[Array]       # the prunable parameter leaves
-    live: list[Array] | None  # their masks, or None when no mask was given
-    masks: list[Array | None]  # every leaf's mask (all-True where none was given; None on
-                               # prunable leaves when no mask was given: merge_masks fills)
+__all__ = ["MaskCount", "Scope", "SparsityReport", "apply_mask", "magnitude_mask",
+           "sparsity_report"]
 
 
-def split_prunable(params: PyTree, mask: PyTree | None,
-                   prunable: Prunable | PyTree | None, *, finite: bool = True) -> PrunableSplit:
-    """Validate ``params``/``mask``/``prunable`` on the host and pick out the prunable leaves.
+def check_boolean(mask: PyTree, name: str = "mask") -> None:
+    """``TypeError`` naming ``name``, the leaf and the fix unless every leaf is boolean."""
+    for leaf, m in zip(leaf_names(mask), jax.tree.leaves(mask), strict=True):
+        if jnp.result_type(m) != jnp.bool_:
+            raise TypeError(
+                f"{name} leaf {leaf!r} must be boolean (True = kept), got "
+                f"{jnp.result_type(m)}; convert it with mask.astype(bool) or "
+                "jax.tree.map(lambda m: m > 0.5, mask)")
 
-    ``finite=False`` skips the NaN/Inf check of the prunable leaves (dtypes are still
-    checked): for callers whose jitted core reports finiteness itself (:func:`magnitude_mask`)
-    and then call :func:`raise_non_finite`.
+
+def check_mask(mask: PyTree, like: PyTree, name: str = "mask", like_name: str = "params"
+               ) -> None:
+    """``mask`` must have ``like``'s leaves (names and shapes, in order; ``ValueError``) and
+    boolean leaves. Containers may differ: an NNX state's ``Param`` wrappers, or their pure
+    arrays (``nnx.as_pure``), match the same mask."""
+    names, mask_names = leaf_names(like), leaf_names(mask)
+    if names != mask_names:
+        raise ValueError(f"{name} must have the same tree structure as {like_name}: leaves "
+                         f"{mask_names} vs {names}")
+    for leaf, a, m in zip(names, jax.tree.leaves(like), jax.tree.leaves(mask), strict=True):
+        if np.shape(a) != np.shape(m):
+            raise ValueError(f"{name} leaf {leaf!r} has shape {np.shape(m)}, but {like_name} "
+                             f"has {np.shape(a)}")
+    check_boolean(mask, name)
+
+
+def where_kept(mask: PyTree, tree: PyTree) -> PyTree:
+    """``tree`` with 0 where ``mask`` is False, leaf by leaf (``mask`` as :func:`check_mask`
+    accepts it), in ``tree``'s containers."""
+    leaves = [jnp.where(m, x, jnp.zeros((), jnp.result_type(x)))
+              for x, m in zip(jax.tree.leaves(tree), jax.tree.leaves(mask), strict=True)]
+    return jax.tree.unflatten(jax.tree.structure(tree), leaves)
+
+
+def check_finite_leaves(named: dict[str, Any], name: str) -> None:
+    """No NaN/Inf in concrete leaves (``ValueError`` naming ``name`` and the leaf): numpy on
+    arrays this process can read, else :func:`prune_jax.validate.check_finite_tree`."""
+    if not is_concrete(named):
+        return
+    if not fully_addressable(named):
+        check_finite_tree(named, name)
+        return
+    for leaf, x in named.items():
+        if not np.isfinite(np.asarray(x)).all():
+            raise ValueError(f"{name} contains NaN or Inf (leaf {leaf!r})")
+
+
+# Floors of float64 counts count a value within this relative distance below an integer as
+# that integer (0.29 * 100 removes 29): far above float64 rounding, far below one weight.
+COUNT_RTOL = 1e-9
+
+
+def floor_count(x: Any) -> np.ndarray:
+    """``floor(x)`` as int64, robust to float64 rounding (``COUNT_RTOL``); NaN gives 0."""
+    x = np.asarray(x, np.float64)
+    out = np.floor(x + COUNT_RTOL * np.maximum(1.0, np.abs(x)))
+    return np.where(np.isnan(out), 0, out).astype(np.int64)
+
+
+def _placed(m: Any, x: Any) -> Any:
+    """Mask leaf ``m`` (``None``: all True) as a jax array, placed like a concrete weight ``x``.
     """
+    if not (isinstance(x, jax.Array) and is_concrete(x)):
+        return jnp.ones(np.shape(x), bool) if m is None else jnp.asarray(m)
+    if m is None and not x.is_fully_addressable:   # other processes' devices
+        return jnp.ones(x.shape, bool, device=x.sharding)
+    m = np.ones(x.shape, bool) if m is None else m
+    return jax.device_put(m, x.sharding) if isinstance(m, np.ndarray) else m
+
+
+class PrunableLeaves(NamedTuple):
+    """The prunable leaves of ``params`` (validated) and their current masks.
+
+    ``merge(kept)`` builds the full mask pytree from new keep-masks of these leaves (placed like
+    their weights); other leaves keep their mask, or get all-True.
+    """
+
+    names: list[str]
+    leaves: list[Array]
+    live: list[Array] | None
+    merge: Callable[[list[Any]], PyTree]
+
+
+def prunable_leaves(params: PyTree, prunable: Prunable | PyTree | None,
+                    mask: PyTree | None) -> PrunableLeaves:
+    """Validate ``params``/``mask``/``prunable`` once and pick out the prunable leaves."""
+    check_no_explicit_mesh(params, "params")
     if mask is not None:
-        check_mask(params, mask)
+        check_mask(mask, params)
     flags = jax.tree.leaves(prunable_tree(params, prunable))
-    leaves = [jnp.asarray(x) for x in jax.tree.leaves(params)]
+    weights, treedef = jax.tree.flatten(params)
     index = [i for i, f in enumerate(flags) if f]
     if not index:
         raise ValueError("prunable: no leaf of params is prunable (expected Dense/Conv kernels)")
-    chosen = [leaves[i] for i in index]
-    if finite:
-        check_values(_named(params, index, chosen), "params")
-    else:
-        check_floating(chosen, "params")
-    if sum(x.size for x in chosen) > _INDEX_LIMIT:
-        raise ValueError(f"params: more than {_INDEX_LIMIT} prunable weights are not supported")
-    prunable_set = set(index)
-    masks = ([None if i in prunable_set else _ones_like(x)
-              for i, x in enumerate(leaves)] if mask is None
-             else [jnp.asarray(m) for m in jax.tree.leaves(mask)])
-    live = None if mask is None else [masks[i] for i in index]
-    return PrunableSplit(index=index, leaves=chosen, live=live, masks=masks)
+    names = [n for n, f in zip(leaf_names(params), flags, strict=True) if f]
+    named = {n: weights[i] for n, i in zip(names, index, strict=True)}
+    check_tree(named, "params")
+    check_finite_leaves(named, "params")
+    masks = None if mask is None else jax.tree.leaves(mask)
+
+    def merge(kept: list[Any]) -> PyTree:
+        out = [None] * len(weights) if masks is None else list(masks)
+        for i, k in zip(index, kept, strict=True):
+            out[i] = k
+        return jax.tree.unflatten(treedef, [_placed(m, x) for m, x in zip(out, weights,
+                                                                         strict=True)])
+
+    return PrunableLeaves(names, [weights[i] for i in index],
+                          None if masks is None else [masks[i] for i in index], merge)
 
 
-def _named(params: PyTree, index: list[int], chosen: list[Array]) -> dict[str, Array]:
-    """The chosen leaves (at positions ``index`` of ``params``' leaves) keyed by leaf name."""
-    names = leaf_names(params)
-    return {names[i]: x for i, x in zip(index, chosen, strict=True)}
-
-
-def raise_non_finite(params: PyTree, split: PrunableSplit, finite: Array) -> None:
-    """Raise ``ValueError`` naming params (and the bad leaf) unless the core's flag is True.
-
-    ``finite`` is the scalar flag of :func:`~prune_jax.sparsity._select.kept_after_removal`;
-    under an outer ``jit`` it is a tracer and nothing is checked. Fetched with
-    :func:`prune_jax.tree.to_host` (multi-host safe); on failure the leaf-wise check names
-    the first bad leaf.
-    """
-    if isinstance(finite, jax.core.Tracer) or bool(to_host(finite)):
-        return
-    check_values(_named(params, split.index, split.leaves), "params")
-    raise ValueError("params contains NaN or Inf")
-
-
-def _ones_like(x: Array) -> Array:
-    """An all-True mask shaped and (for a concrete sharded array) sharded like ``x``."""
-    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) \
-            and isinstance(x.sharding, NamedSharding):
-        return jnp.ones(x.shape, bool, device=x.sharding)
-    return jnp.ones(x.shape, bool)
-
-
-def _placed_like(mask: Array, x: Array) -> Array:
-    """``mask`` moved to ``x``'s sharding when ``x`` is a concrete array on a mesh (XLA may
-    lay out a jitted result differently, e.g. replicated), so that ``apply_mask`` and the
-    optax transforms combine them without moving data."""
-    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) \
-            and isinstance(x.sharding, NamedSharding) \
-            and not isinstance(mask, jax.core.Tracer) and mask.sharding != x.sharding:
-        return jax.device_put(mask, x.sharding)
-    return mask
-
-
-def merge_masks(params: PyTree, split: PrunableSplit, kept: list[Array]) -> PyTree:
-    """Rebuild a full mask pytree: new masks on prunable leaves (placed like their weights),
-    the old ones elsewhere."""
-    masks = list(split.masks)
-    for i, k, x in zip(split.index, kept, split.leaves, strict=True):
-        masks[i] = _placed_like(k, x)
-    return jax.tree.unflatten(jax.tree.structure(params), masks)
-
-
-def unit_counts(shapes: list[tuple[int, ...]], scope: Scope, counts: np.ndarray | list
-                ) -> list[np.ndarray]:
-    """Per-leaf ``(u,)`` int32 host arrays from host counts (one per leaf, or per unit).
-
-    Numpy, not device arrays: the jitted core takes them as arguments in one transfer, while
-    building them with eager ``jnp`` operations cost about 2 ms per call (measured at 4 leaves).
-    """
-    out = []
-    for shape, c in zip(shapes, counts, strict=True):
-        out.append(np.broadcast_to(np.asarray(c, np.int32), (units_per_leaf(shape, scope),)))
-    return out
-
-
-@on_auto_mesh
 def magnitude_mask(params: PyTree, sparsity: float, *, scope: Scope = "global",
                    prunable: Prunable | PyTree | None = None,
                    mask: PyTree | None = None) -> PyTree:
@@ -152,25 +165,26 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: Scope = "global",
     magnitude pruning", SPEC 3.2 scopes). In every scope unit of ``m`` prunable weights,
     exactly ``floor(sparsity * m)`` weights with the smallest ``|w|`` are removed; ties are
     broken deterministically (lower flat index removed first; across leaves of the global unit,
-    earlier leaves in ``jax.tree.leaves`` order first). The floor is taken in float64 with a
-    1e-9 relative tolerance, so ``0.29 * 100`` removes 29.
+    earlier leaves in ``jax.tree.leaves`` order first: :mod:`prune_jax.ranking`). The floor is
+    taken in float64 with a 1e-9 relative tolerance, so ``0.29 * 100`` removes 29.
 
     Args:
-      params: parameter pytree (floating leaves; NaN/Inf in prunable leaves is a ValueError).
+      params: parameter pytree (linen dict or NNX state; floating prunable leaves, NaN/Inf in
+        them is a ValueError).
       sparsity: fraction removed per unit, in ``[0, 1)`` (``ValueError`` naming sparsity).
       scope: ``"global"`` (all prunable weights form one unit), ``"layer"`` (each prunable leaf)
         or ``"neuron"`` (each output unit: the LAST axis of a Flax kernel; the other axes form
         the unit).
       prunable: which leaves may be pruned: ``None`` (:func:`prune_jax.tree.default_prunable`,
         Dense/Conv kernels), a predicate ``(name, leaf) -> bool``, or a pytree of bools.
-      mask: optional current keep-mask. Its pruned weights rank below every magnitude and stay
-        pruned; a unit that already has more than ``floor(sparsity * m)`` pruned keeps them all
-        pruned (and loses no other weight).
+      mask: optional current boolean keep-mask. Its pruned weights rank below every magnitude
+        and stay pruned; a unit that already has more than ``floor(sparsity * m)`` pruned keeps
+        them all pruned (and loses no other weight).
 
     Returns:
-      A boolean pytree shaped like ``params`` (True = kept). Non-prunable leaves get ``mask``'s
-      leaf, or all-True. Exact and sort-free (``_select``); usable under ``jit`` with
-      ``sparsity`` a Python float.
+      A boolean pytree shaped like ``params`` (True = kept), placed like the weights.
+      Non-prunable leaves get ``mask``'s leaf, or all-True. Computed on the host with numpy
+      (an O(n) partition); under ``jit`` (``sparsity`` a Python float) with ``jnp.sort``.
 
     Example:
       Exactly ``floor(0.35 * 10) = 3`` of the 10 kernel weights go, the smallest ones; the
@@ -192,15 +206,11 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: Scope = "global",
       [[False, False, False, False, False], [True, True, True, True, True]]
     """
     sparsity = check_fraction(sparsity, "sparsity")
-    scope = check_scope(scope)
-    split = split_prunable(params, mask, prunable, finite=False)
-    shapes = [x.shape for x in split.leaves]
-    at_least = unit_counts(shapes, scope, floor_count(sparsity * np.asarray(
-        unit_sizes(shapes, scope), np.float64)))
-    extra = unit_counts(shapes, scope, [0] * len(shapes))
-    kept, finite = kept_after_removal(split.leaves, split.live, at_least, extra, scope=scope)
-    raise_non_finite(params, split, finite)
-    return merge_masks(params, split, kept)
+    check_choice(scope, "scope", SCOPES)
+    part = prunable_leaves(params, prunable, mask)
+    k = floor_count(sparsity * unit_sizes([np.shape(x) for x in part.leaves], scope))
+    removed = remove_smallest(part.leaves, k, scope=scope, live=part.live)
+    return part.merge([~r for r in removed])
 
 
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
@@ -218,9 +228,8 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
       >>> np.asarray(pj.apply_mask(params, mask)["kernel"]).tolist()
       [[0.0, -2.0], [3.0, 0.0]]
     """
-    check_mask(params, mask)
-    return jax.tree.map(lambda w, m: jnp.where(m, w, jnp.zeros((), jnp.result_type(w))),
-                        params, mask)
+    check_mask(mask, params)
+    return where_kept(mask, params)
 
 
 class MaskCount(NamedTuple):
@@ -260,7 +269,7 @@ def sparsity_report(mask: PyTree, prunable: Prunable | PyTree | None = None) -> 
 
     ``prunable`` selects the leaves counted in ``report.prunable`` (default
     :func:`prune_jax.tree.default_prunable`, evaluated on the mask's leaf names and shapes).
-    One host transfer of per-leaf counts (SPEC 3.2 reports sparsity this way).
+    Counted on the host (SPEC 3.2 reports sparsity this way).
 
     Example:
       >>> import jax.numpy as jnp
@@ -275,20 +284,16 @@ def sparsity_report(mask: PyTree, prunable: Prunable | PyTree | None = None) -> 
       >>> report.overall.total, report.overall.kept, round(report.overall.density, 4)
       (9, 7, 0.7778)
     """
-    leaves = jax.tree.leaves(mask)
-    if not leaves:
+    if not jax.tree.leaves(mask):
         raise ValueError("mask has no leaves")
-    for x in leaves:
-        if jnp.result_type(x) != jnp.bool_:
-            raise TypeError(f"mask leaves must be boolean (True = kept), got {jnp.result_type(x)}")
+    check_boolean(mask)
     flags = jax.tree.leaves(prunable_tree(mask, prunable))
-    kept = jax.device_get([jnp.sum(x, dtype=jnp.int32) for x in leaves])
+    leaves = jax.tree.leaves(mask)
+    kept = [int(np.count_nonzero(x)) for x in to_host(leaves)]
     totals = [int(np.prod(np.shape(x), dtype=np.int64)) for x in leaves]
-    per_leaf = {n: _count(t, int(k)) for n, t, k in zip(leaf_names(mask), totals, kept,
-                                                         strict=True)}
-    sel = [(t, int(k)) for t, k, f in zip(totals, kept, flags, strict=True) if f]
+    sel = [(t, k) for t, k, f in zip(totals, kept, flags, strict=True) if f]
     return SparsityReport(
-        leaves=per_leaf,
+        leaves={n: _count(t, k) for n, t, k in zip(leaf_names(mask), totals, kept, strict=True)},
         prunable=_count(sum(t for t, _ in sel), sum(k for _, k in sel)),
-        overall=_count(sum(totals), sum(int(k) for k in kept)),
+        overall=_count(sum(totals), sum(kept)),
     )

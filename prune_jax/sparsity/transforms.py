@@ -13,26 +13,19 @@ step, after the optimizer has scaled it), with ``keep_pruned`` the very last.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from prune_jax.sparsity._checks import check_real
-from prune_jax.tree import PyTree, check_same_structure
+from prune_jax.sparsity.masks import check_boolean, check_mask, where_kept
+from prune_jax.tree import PyTree, leaf_names
+from prune_jax.validate import check_positive
 
 Array = jax.Array
 MaskLike = PyTree | Callable[[PyTree], PyTree]
 
 __all__ = ["keep_pruned", "l1", "l1_prox"]
-
-
-def _nonnegative(value: Any, name: str) -> float:
-    value = check_real(value, name)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
 
 
 def _need_params(params: PyTree | None, name: str) -> PyTree:
@@ -43,7 +36,18 @@ def _need_params(params: PyTree | None, name: str) -> PyTree:
 
 def _masked(tx: optax.GradientTransformation,
             mask: MaskLike | None) -> optax.GradientTransformation:
-    return tx if mask is None else optax.masked(tx, mask)
+    """``optax.masked``; a mask pytree with the params' leaf names is re-laid onto the params'
+    containers (an NNX state's ``Param`` wrappers vs the pure arrays ``nnx.Optimizer`` passes).
+    """
+    if mask is None or callable(mask):
+        return tx if mask is None else optax.masked(tx, mask)
+
+    def relaid(params: PyTree) -> PyTree:
+        if leaf_names(mask) != leaf_names(params):
+            return mask   # e.g. a prefix of params: optax's own rules
+        return jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(mask))
+
+    return optax.masked(tx, relaid)
 
 
 def l1(strength: float, mask: MaskLike | None = None) -> optax.GradientTransformation:
@@ -54,8 +58,9 @@ def l1(strength: float, mask: MaskLike | None = None) -> optax.GradientTransform
 
     Args:
       strength: ``lam >= 0``.
-      mask: which leaves are penalised, as in ``optax.masked``: a pytree of bools (per leaf)
-        or a callable ``params -> pytree of bools``; ``None`` penalises every leaf.
+      mask: which leaves are penalised, as in ``optax.masked``: a pytree of bools (per leaf;
+        for an NNX state, e.g. ``prune_jax.tree.prunable_tree(state)``) or a callable
+        ``params -> pytree of bools``; ``None`` penalises every leaf.
 
     Example:
       The gradient ``g`` becomes ``g + lam * sign(w)`` (here ``lam = 0.5``, ``g = 1``):
@@ -69,7 +74,7 @@ def l1(strength: float, mask: MaskLike | None = None) -> optax.GradientTransform
       >>> np.asarray(updates).tolist()
       [0.5, 1.0, 1.5]
     """
-    strength = _nonnegative(strength, "strength")
+    strength = check_positive(strength, "strength", allow_zero=True)
 
     def update_fn(updates: PyTree, state: optax.EmptyState,
                   params: PyTree | None = None) -> tuple[PyTree, optax.EmptyState]:
@@ -106,7 +111,7 @@ def l1_prox(threshold: float, mask: MaskLike | None = None) -> optax.GradientTra
       >>> np.asarray(optax.apply_updates(w, updates)).tolist()
       [0.5, 0.0, 1.5]
     """
-    threshold = _nonnegative(threshold, "threshold")
+    threshold = check_positive(threshold, "threshold", allow_zero=True)
 
     def update_fn(updates: PyTree, state: optax.EmptyState,
                   params: PyTree | None = None) -> tuple[PyTree, optax.EmptyState]:
@@ -132,9 +137,10 @@ def keep_pruned(mask: MaskLike) -> optax.GradientTransformation:
 
     Args:
       mask: keep-mask pytree of bools with the structure of the updates (True = trainable), or
-        a callable ``params -> mask``. It may be a traced ``jit`` argument: the transform has
-        empty state, so the optimizer state does not depend on the mask, and the chain can be
-        built inside the jitted step from the mask passed to it.
+        a callable ``params -> mask``; a non-boolean mask is a ``TypeError``. It may be a
+        traced ``jit`` argument: the transform has empty state, so the optimizer state does
+        not depend on the mask, and the chain can be built inside the jitted step from the
+        mask passed to it.
 
     Example:
       Three steps of SGD with momentum: the pruned entry stays exactly 0.0, the others move.
@@ -155,11 +161,13 @@ def keep_pruned(mask: MaskLike) -> optax.GradientTransformation:
       >>> float(w[1]) == 0.0
       True
     """
+    if not callable(mask):
+        check_boolean(mask)
+
     def update_fn(updates: PyTree, state: optax.EmptyState,
                   params: PyTree | None = None) -> tuple[PyTree, optax.EmptyState]:
         keep = mask(_need_params(params, "keep_pruned")) if callable(mask) else mask
-        check_same_structure(updates, keep, "updates", "mask")
-        return jax.tree.map(lambda u, k: jnp.where(k, u, jnp.zeros((), u.dtype)),
-                            updates, keep), state
+        check_mask(keep, updates, "mask", "updates")
+        return where_kept(keep, updates), state
 
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)

@@ -41,23 +41,53 @@ def test_magnitude_sweep_matches_magnitude_mask(setup):
         LIM.magnitude_sweep(setup.model, params, {}, setup.test_batches, np.array([1.0]))
 
 
-def test_actual_limit_reads_first_failure():
-    sw = LIM.SweepResult(np.array([0.0, 0.1, 0.2, 0.3, 0.4]),
-                         np.array([0.9, 0.91, 0.9, 0.89, 0.95]), np.zeros(5))
-    assert LIM.actual_limit(sw, 0.9) == 0.2
-    assert LIM.actual_limit(sw, 0.9, tolerance=0.02) == 0.4
-    assert LIM.actual_limit(sw, 0.95) == 0.0
+def test_actual_limits_both_readings():
+    """(a) stops at the first drop; (b) scans from the top (the reference code's reading)."""
+    sw = LIM.SweepResult(np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5]),
+                         np.array([0.9, 0.91, 0.9, 0.89, 0.95, 0.5]), np.zeros(6))
+    assert LIM.actual_limits(sw, 0.9) == (0.2, 0.4)
+    assert LIM.actual_limits(sw, 0.9, tolerance=0.02) == (0.4, 0.4)
+    assert LIM.actual_limits(sw, 0.95) == (0.0, 0.4)
+    assert LIM.actual_limits(sw, 0.96) == (0.0, 0.0)
+    assert LIM.actual_limits(sw, 0.4) == (0.5, 0.5)
 
 
-def test_limit_pipeline_smoke(tmp_path):
+def test_refine_sweep_samples_the_whole_transition_region():
+    """From (a) to the point above (b), the sweep is refined to the resolution everywhere."""
+    def accuracy(s):
+        s = np.asarray(s)
+        return np.where((s < 0.4115) | ((s > 0.4485) & (s < 0.4535)), 1.0, 0.5)
+
+    def evaluate_at(points):
+        return LIM.SweepResult(np.asarray(points), accuracy(points), np.zeros(len(points)))
+
+    coarse = evaluate_at(np.linspace(0, 0.99, 100))
+    assert LIM.actual_limits(coarse, 1.0) == pytest.approx((0.41, 0.45))
+    fine = LIM.refine_sweep(evaluate_at, coarse, 1.0, (0.0,), 1e-3)
+    a, b = LIM.actual_limits(fine, 1.0)
+    assert a == pytest.approx(0.411, abs=1e-9) and b == pytest.approx(0.453, abs=1e-9)
+    assert np.all(np.diff(fine.sparsity[(fine.sparsity >= 0.41) & (fine.sparsity <= 0.46)])
+                  <= 1e-3 + 1e-9)
+
+
+def test_limit_pipeline_smoke_with_exact_spectrum(tmp_path):
+    """A tiny linear model (640 kernel weights): exact and SLQ predictions, both readings at
+    two tolerances, regime diagnostics, plots, results on stdout."""
     out = tmp_path / "limit"
-    cli.main(["limit", "--epochs", "3", "--probes", "2", "--steps", "8", "--sweep-points", "20",
-              "--zero-mass", "rows",
+    cli.main(["limit", "--model", "linear", "--epochs", "3", "--probes", "2", "--steps", "8",
+              "--sweep-points", "20", "--spectrum", "exact", "--zero-mass", "rows",
               "--no-progress", "--out", str(out)])
     r = json.loads((out / "limit.json").read_text())
-    assert 0.0 <= r["predicted_sparsity"] < 1.0 and 0.0 <= r["actual_sparsity"] < 1.0
-    assert r["eps"] > 0 and r["dimension_prunable"] == 17024
-    assert 0.0 <= r["zero_mass_rows"] <= 1.0 and 0.0 <= r["zero_mass_slq"] <= 1.0
+    assert r["dimension_prunable"] == 640 and r["eps"] > 0 and r["eps_spread"] >= 0
+    assert r["predicted_sparsity"] == r["predicted_sparsity_exact"]
+    assert 0.0 <= r["predicted_sparsity_slq"] < 1.0
+    for reading in (r["actual"], r["actual_one_example"]):
+        assert 0.0 <= reading["before_first_drop"] <= reading["largest_passing"] < 1.0
+    assert r["actual_one_example"]["tolerance"] == pytest.approx(1 / 360)
+    assert set(r["regime"]) >= {"near_zero_fraction", "critical_mass", "sensitivity",
+                                "eps_shift", "warnings"}
+    assert np.load(out / "exact_eigenvalues.npy").shape == (640,)
+    assert 0.0 <= r["zero_mass_rows"] <= 1.0
     for name in ("spectral_density.png", "accuracy_vs_sparsity.png", "fixed_point.png"):
         assert (out / name).stat().st_size > 1000
 
@@ -69,3 +99,21 @@ def test_spectrum_pipeline_smoke(tmp_path):
     r = json.loads((out / "spectrum.json").read_text())
     assert len(r["top_eigenvalues"]) == 2 and r["top_eigenvalues"][0] >= r["top_eigenvalues"][1]
     assert (out / "spectral_density.png").stat().st_size > 1000
+
+
+def test_calibrate_records_every_run_and_summarises(tmp_path):
+    out = tmp_path / "cal"
+    assert cli.main(["calibrate", "--runs", "digits:linear", "--l1-budgets", "0.5", "2",
+                     "--seeds", "0", "--epochs", "2", "--no-progress", "--out", str(out)]) == 0
+    study = json.loads((out / "calibration.json").read_text())
+    assert len(study["records"]) == 2
+    for r, budget in zip(study["records"], (0.5, 2.0), strict=True):
+        steps = 2 * (1437 // 128)
+        assert r["l1"] == pytest.approx(budget * 0.1 / (0.05 * steps))
+        assert r["l1_budget"] == pytest.approx(budget)
+        assert {"predicted", "actual_before_first_drop", "actual_largest_passing",
+                "actual_loss_within_eps", "warnings"} <= set(r)
+    summary = study["summary"]["all"]
+    gaps = [abs(r["predicted"] - r["actual_largest_passing"]) for r in study["records"]]
+    assert summary["largest_passing"]["max_abs_gap"] == pytest.approx(max(gaps))
+    assert (out / "calibration.png").stat().st_size > 1000

@@ -9,13 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prune_jax.limits import loss_tolerance, predict_sparsity_limit
+from prune_jax.limits import predict_sparsity_limit
 
 
 class FakeSLQ(NamedTuple):
     nodes: np.ndarray
     weights: np.ndarray
     dim: int
+
+
+def _quadrature(lams: np.ndarray, dim: int) -> FakeSLQ:
+    """The uniform measure on ``lams`` as a one-probe quadrature of dimension ``dim``."""
+    return FakeSLQ(lams[None], np.full((1, lams.size), 1 / lams.size), dim)
 
 
 def _params(seed: int, zeros: float = 0.0, rows: int = 30) -> dict:
@@ -44,7 +49,8 @@ def _brute_force(params: dict, lams: np.ndarray, eps: float, zero_mass: float = 
     return s, pruned, radii[pruned], f
 
 
-def _lams(seed: int, d: int = 400) -> np.ndarray:
+def _lams(seed: int, d: int = 740) -> np.ndarray:
+    """``d`` eigenvalues (default: D_p of ``_params`` with 30 rows)."""
     rng = np.random.default_rng(seed)
     lams = rng.lognormal(-1.0, 2.5, d) * np.where(rng.random(d) < 0.1, -1, 1)
     lams[: d // 10] = 0.0
@@ -69,7 +75,7 @@ def test_matches_brute_force_scan(seed, eps, zero_mass):
 @pytest.mark.parametrize("eps", [1e-4, 3e-3, 0.1])
 def test_matches_brute_force_across_many_blocks(eps):
     params, lams = _params(20, rows=1003), _lams(20, d=200)  # D_p = 20200: ten 2048-blocks
-    lim = predict_sparsity_limit(params, lams, eps)
+    lim = predict_sparsity_limit(params, _quadrature(lams, 20200), eps)
     s, pruned, radius, f = _brute_force(params, lams, eps)
     assert lim.sparsity == pytest.approx(s, rel=1e-12)
     assert lim.num_pruned == pruned and lim.distance == pytest.approx(radius, rel=1e-6)
@@ -93,7 +99,7 @@ def test_solution_is_the_crossing_and_curves_are_consistent():
 def test_slq_like_spectrum_and_prunable_selection():
     params = _params(8)
     lams = _lams(8)
-    q = FakeSLQ(lams.reshape(4, 100), np.full((4, 100), 0.01), 400)
+    q = FakeSLQ(lams.reshape(4, 185), np.full((4, 185), 1 / 185), 740)
     lim = predict_sparsity_limit(params, q, 0.01)
     assert lim.sparsity == pytest.approx(_brute_force(params, lams, 0.01)[0], rel=1e-12)
     # biases are not prunable by default: changing them changes nothing
@@ -102,7 +108,7 @@ def test_slq_like_spectrum_and_prunable_selection():
     again = predict_sparsity_limit(other, q, 0.01)
     assert (again.sparsity, again.num_pruned, again.distance) == (
         lim.sparsity, lim.num_pruned, lim.distance)
-    only0 = predict_sparsity_limit(params, q, 0.01,
+    only0 = predict_sparsity_limit(params, q._replace(dim=600), 0.01,
                                    prunable=lambda name, x: name == "Dense_0/kernel")
     assert only0.num_prunable == 600
 
@@ -116,11 +122,11 @@ def test_exact_zero_weights_are_pruned_for_free():
 
 def test_extreme_spectra():
     params = _params(10)
-    flat = predict_sparsity_limit(params, np.zeros(10), 1e-3)  # F = 1 everywhere
+    flat = predict_sparsity_limit(params, np.zeros(740), 1e-3)  # F = 1 everywhere
     assert (flat.sparsity, flat.density) == (1.0, 0.0)
-    sharp = predict_sparsity_limit(params, np.full(10, 1e12), 1e-9)  # F(R_1) ~ 0
+    sharp = predict_sparsity_limit(params, np.full(740, 1e12), 1e-9)  # F(R_1) ~ 0
     assert sharp.sparsity == pytest.approx(1 / 740) and sharp.num_pruned == 1
-    single = predict_sparsity_limit({"Dense_0": {"kernel": jnp.ones((1, 1))}}, np.ones(3), 0.1)
+    single = predict_sparsity_limit({"Dense_0": {"kernel": jnp.ones((1, 1))}}, np.ones(1), 0.1)
     assert (single.sparsity, single.num_pruned, single.distance) == (1.0, 1, 1.0)
 
 
@@ -151,110 +157,13 @@ def test_non_finite_params_raise():
         predict_sparsity_limit(params, _lams(13), 0.1)
 
 
-# --------------------------------------------------------------------------- loss tolerance
-
-def _regression(seed: int, num_batches: int = 6):
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.normal(size=(num_batches, 16, 3)), jnp.float32)
-    y = jnp.asarray(rng.normal(size=(num_batches, 16)), jnp.float32)
-    w = {"kernel": jnp.asarray(rng.normal(size=3), jnp.float32)}
-    return w, {"x": x, "y": y}
-
-
-def _mse_plus_l1(params, batch):
-    err = batch["x"] @ params["kernel"] - batch["y"]
-    return jnp.mean(err ** 2) + 1e-3 * jnp.sum(jnp.abs(params["kernel"]))
-
-
-def test_loss_tolerance_matches_a_python_loop():
-    params, batches = _regression(0)
-    tol = loss_tolerance(_mse_plus_l1, params, batches)
-    loop = np.array([float(_mse_plus_l1(params, {"x": batches["x"][i], "y": batches["y"][i]}))
-                     for i in range(6)])
-    np.testing.assert_allclose(tol.losses, loop, rtol=1e-6)
-    assert float(tol.std) == pytest.approx(np.std(loop), rel=1e-5)
-    assert float(tol.mean) == pytest.approx(np.mean(loop), rel=1e-6)
-    ddof1 = loss_tolerance(_mse_plus_l1, params, batches, ddof=1)
-    assert float(ddof1.std) == pytest.approx(np.std(loop, ddof=1), rel=1e-5)
-
-
-def test_loss_tolerance_params_and_batches_are_jit_arguments():
-    from prune_jax.limits.predict import _loss_stats
-    params, batches = _regression(1)
-    loss_tolerance(_mse_plus_l1, params, batches)
-    size = _loss_stats._cache_size()
-    params2, batches2 = _regression(2)
-    out = loss_tolerance(_mse_plus_l1, params2, batches2)
-    assert _loss_stats._cache_size() == size  # new values, same shapes: no recompilation
-    assert float(out.mean) != float(loss_tolerance(_mse_plus_l1, params, batches).mean)
-
-
-def test_loss_tolerance_errors():
-    params, batches = _regression(3)
-    with pytest.raises(TypeError, match="loss_fn"):
-        loss_tolerance("mse", params, batches)
-    with pytest.raises(ValueError, match="loss_fn"):
-        loss_tolerance(lambda p, b: b["y"], params, batches)
-    with pytest.raises(ValueError, match="batches"):
-        loss_tolerance(_mse_plus_l1, params, {"x": batches["x"], "y": batches["y"][:5]})
-    with pytest.raises(ValueError, match="batches"):
-        loss_tolerance(_mse_plus_l1, params, jax.tree.map(lambda v: v[:1], batches))
-    with pytest.raises(ValueError, match="params"):
-        loss_tolerance(_mse_plus_l1, {"kernel": jnp.full(3, jnp.inf)}, batches)
-
-
-# --------------------------------------------------------------------------- beyond one device
-# (the sharded and multi-host versions of these checks run in tests/scale/)
-
-@pytest.mark.parametrize(("rows", "eps"), [(30, 1e-3), (1003, 3e-3), (1003, 0.1)])
-def test_device_sort_equals_host_sort(rows, eps):
-    """sort="device" (jitted global sort, float64 block sums under jit) = the numpy sort."""
-    params, lams = _params(21, rows=rows), _lams(21, d=200)
-    host = predict_sparsity_limit(params, lams, eps, sort="host")
-    dev = predict_sparsity_limit(params, lams, eps, sort="device")
-    assert dev.num_pruned == host.num_pruned and dev.num_prunable == host.num_prunable
-    assert dev.sparsity == pytest.approx(host.sparsity, rel=1e-12)
-    assert dev.distance == pytest.approx(host.distance, rel=1e-12)
-    np.testing.assert_allclose(dev.curve_width_fraction, host.curve_width_fraction, rtol=1e-12)
-    s, pruned, _, _ = _brute_force(params, lams, eps)
-    assert dev.sparsity == pytest.approx(s, rel=1e-12) and dev.num_pruned == pruned
-
-
-def test_device_sort_float64_and_non_finite():
-    params = jax.tree.map(lambda x: np.asarray(x, np.float64), _params(22))
-    a = predict_sparsity_limit(params, _lams(22), 0.01, sort="device")
-    b = predict_sparsity_limit(params, _lams(22), 0.01, sort="host")
-    assert (a.num_pruned, a.sparsity) == (b.num_pruned, pytest.approx(b.sparsity, rel=1e-12))
-    params["Dense_0"]["kernel"][1, 2] = np.inf
-    with pytest.raises(ValueError, match=r"params contains NaN or Inf .*Dense_0/kernel"):
-        predict_sparsity_limit(params, _lams(22), 0.01, sort="device")
-
-
-def test_sort_argument_is_checked():
-    with pytest.raises(ValueError, match="sort"):
-        predict_sparsity_limit(_params(23), _lams(23), 0.1, sort="gpu")
-
-
-def test_loss_tolerance_on_a_mesh_equals_no_mesh():
-    from prune_jax.sharding import make_mesh
-    params, batches = _regression(4, num_batches=5)
-    ref = loss_tolerance(_mse_plus_l1, params, batches, ddof=1)
-    got = loss_tolerance(_mse_plus_l1, params, batches, ddof=1, mesh=make_mesh())
-    np.testing.assert_allclose(got.losses, ref.losses, rtol=1e-6)
-    assert float(got.std) == pytest.approx(float(ref.std), rel=1e-6)
-    assert float(got.mean) == pytest.approx(float(ref.mean), rel=1e-6)
-
-
-def test_loss_tolerance_mesh_arguments_are_checked():
-    from prune_jax.sharding import make_mesh
-    params, batches = _regression(5)
-    with pytest.raises(TypeError, match="mesh"):
-        loss_tolerance(_mse_plus_l1, params, batches, mesh="data")
-    with pytest.raises(ValueError, match="data_axis"):
-        loss_tolerance(_mse_plus_l1, params, batches, mesh=make_mesh(), data_axis="batch")
-    with pytest.raises(ValueError, match="process_local"):
-        loss_tolerance(_mse_plus_l1, params, batches, process_local=True)
-    with pytest.raises(TypeError, match="process_local"):
-        loss_tolerance(_mse_plus_l1, params, batches, mesh=make_mesh(), process_local=1)
-    with pytest.raises(ValueError, match="ddof"):
-        loss_tolerance(_mse_plus_l1, params, batches, ddof=-1)
+def test_spectrum_dimension_must_be_the_number_of_prunable_weights():
+    params = _params(14)
+    with pytest.raises(ValueError, match=r"number of eigenvalues in spectrum is 10, but params "
+                                         r"has D_p = 740"):
+        predict_sparsity_limit(params, np.ones(10), 0.1)
+    with pytest.raises(ValueError, match=r"spectrum.dim is 800, but params has D_p = 740"):
+        predict_sparsity_limit(params, _quadrature(np.ones(10), 800), 0.1)
+    # biases in the Hessian (D = D_p + 27) are a mistake that the check catches
+    with pytest.raises(ValueError, match="prunable"):
+        predict_sparsity_limit(params, np.ones(767), 0.1)

@@ -38,7 +38,7 @@ def test_slq_fraction_and_limit_match_the_exact_spectrum():
     np.testing.assert_allclose(projected_width_fraction(q, dist, eps),
                                projected_width_fraction(lams, dist, eps), atol=0.03)
     params = {"Dense_0": {"kernel": jnp.asarray(
-        np.random.default_rng(1).laplace(0, 0.02, (64, 32)), jnp.float32)}}
+        np.random.default_rng(1).laplace(0, 0.02, (16, 16)), jnp.float32)}}  # D_p = D = 256
     approx = predict_sparsity_limit(params, q, eps)
     exact = predict_sparsity_limit(params, lams, eps)
     assert approx.sparsity == pytest.approx(exact.sparsity, abs=0.03)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from prune_jax.cli import main
-from prune_jax.experiments import gap
+from prune_jax.experiments import gap, gap_plots
+from prune_jax.slth.sweep import loglog_slope
 
 
 def test_cli_smoke_run(tmp_path: Path) -> None:
@@ -17,7 +19,19 @@ def test_cli_smoke_run(tmp_path: Path) -> None:
     for name in ("gap_widths.png", "gap_errors.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     assert results["weight_check_violations"] == 0
+    assert results["neuron_bound_violations"] == 0
+    page = (tmp_path / "gap.md").read_text()
+    assert page == gap_plots.render_page(results) and "like for like" in page
     d2 = results["per_d"]["2"]
+    # the fit range in the JSON is the one the slope was fitted on
+    fit = d2["neuron"]["fit"]
+    widths = np.asarray(d2["neuron"]["curves"][0]["widths"])
+    median = np.median([c["lower"] for c in d2["neuron"]["curves"]], axis=0)
+    use = widths >= np.sqrt(widths[0] * widths[-1])
+    assert (fit["first_width"], fit["last_width"]) == (widths[use][0], widths[use][-1])
+    assert fit["slope"] == pytest.approx(loglog_slope(widths[use], median[use]))
+    relu = d2["neuron_relu"]["curves"]
+    assert all(np.all(np.asarray(c["lower"]) >= np.asarray(c["lp_lower"])) for c in relu)
     n_eps = len(results["inv_eps_log2"])
     assert len(d2["neuron"]["lower_median"]) == n_eps == len(d2["weight"]["upper_median"])
     assert "neuron_relu" in d2 and d2["supermask"]
@@ -38,6 +52,17 @@ def test_config_validation_names_the_flag() -> None:
         gap.resolve(gap.Config(relu_dims=(3,)))
     with pytest.raises(ValueError, match="--width-factor"):
         gap.resolve(gap.Config(width_factor=1.0))
+    with pytest.raises(ValueError, match="--milp-max-width"):
+        gap.resolve(gap.Config(milp_max_width=-1))
+
+
+def test_smoke_refuses_the_flags_it_sets() -> None:
+    """``--smoke`` fixes the sizes: combining it with one of them is an error naming both."""
+    with pytest.raises(ValueError, match=r"--smoke sets --dims.*combined with --dims"):
+        gap.resolve(gap.Config(smoke=True, dims=(4,), neuron_max_widths=(32,)))
+    with pytest.raises(ValueError, match="combined with --seeds"):
+        gap.resolve(gap.Config(smoke=True, seeds=3))
+    assert gap.resolve(gap.Config(smoke=True, out=Path("x"))).dims == (2,)
 
 
 def test_full_configuration_widens_the_sweep() -> None:

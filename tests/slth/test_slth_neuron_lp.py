@@ -1,4 +1,7 @@
-"""Neuron arm (SPEC 4): certified LP lower bounds against every subset we can evaluate."""
+"""Neuron arm (SPEC 4): certified LP lower bounds against every subset we can evaluate.
+
+The MILP bound and its checks against brute force are in ``test_slth_neuron_milp.py``.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +21,8 @@ from prune_jax.slth.neuron_lp import (
 from prune_jax.slth.neuron_subsets import (
     brute_force_2d,
     local_search_2d,
-    milp_subset_2d,
     random_subsets_2d,
     rounded_subset,
-    subset_errors_2d,
 )
 from prune_jax.slth.supnorm import SupSearch
 
@@ -52,31 +53,6 @@ def test_lp_bound_never_exceeds_any_subset_tried(seed: int, output_relu: bool) -
     assert best.error <= min(tried) + 1e-12  # brute force is the optimum
     # the relaxation's own value lies in [lower, relaxed_error] (exact oracle in d = 2)
     assert lp.lower <= lp.relaxed_error + 1e-12
-
-
-@pytest.mark.parametrize("seed", range(2))
-def test_milp_optimum_equals_brute_force_and_bounds_the_lp(seed: int) -> None:
-    w_star, pool = _problem(10 + seed, 2, 10)
-    milp = milp_subset_2d(w_star, pool)
-    best = brute_force_2d(w_star, pool)
-    assert milp.optimal
-    assert milp.subset.error == pytest.approx(best.error, rel=1e-6, abs=1e-9)
-    assert milp.lower <= best.error + 1e-9
-    lp = neuron_lp_bound(jax.random.key(0), w_star, pool)
-    assert lp.lower <= milp.subset.error + 1e-12
-    assert subset_errors_2d(w_star, pool, milp.subset.keep[None])[0] == pytest.approx(
-        milp.subset.error)
-
-
-def test_larger_pool_bound_and_milp() -> None:
-    """N = 24: the MILP (exact) is still practical; the LP bound stays below it."""
-    w_star, pool = _problem(3, 2, 24)
-    milp = milp_subset_2d(w_star, pool)
-    lp = neuron_lp_bound(jax.random.key(0), w_star, pool)
-    greedy = local_search_2d(w_star, pool)
-    assert milp.optimal
-    assert lp.lower <= milp.subset.error + 1e-12
-    assert milp.subset.error <= greedy.error + 1e-9
 
 
 def test_certified_bound_below_solver_value() -> None:

@@ -171,30 +171,3 @@ def test_policies_are_data() -> None:
     a = prune_step(OneShot(fraction=0.3), params, mask)
     b = fraction_step(params, mask, fraction=0.3)
     jax.tree.map(np.testing.assert_array_equal, a.mask, b.mask)
-
-
-def test_errors_name_the_argument() -> None:
-    params, mask = make(7)
-    with pytest.raises(ValueError, match="q"):
-        sap_step(params, mask, p=0.5, q=0.8)
-    with pytest.raises(ValueError, match="p"):
-        SAP(p=2.0, q=3.0)
-    with pytest.raises(ValueError, match="beta"):
-        sap_step(params, mask, beta=1.5)
-    with pytest.raises(ValueError, match="gamma"):
-        SAP(gamma=0.0)
-    with pytest.raises(ValueError, match="eta"):
-        sap_step(params, mask, eta=-1.0)
-    with pytest.raises(ValueError, match="fraction"):
-        LotteryTicket(fraction=1.0)
-    with pytest.raises(ValueError, match="fraction"):
-        fraction_step(params, mask, fraction=-0.2)
-    with pytest.raises(ValueError, match="mask"):
-        sap_step(params, {"Conv_0": mask["Conv_0"]})
-    with pytest.raises(ValueError, match="scope"):
-        prune_step(SAP(), params, mask, scope="row")
-    with pytest.raises(TypeError, match="policy"):
-        prune_step("sap", params, mask)
-    params["Dense_0"]["kernel"][0, 0] = np.inf
-    with pytest.raises(ValueError, match="params contains NaN or Inf"):
-        sap_step(params, mask)

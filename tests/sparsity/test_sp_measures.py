@@ -1,4 +1,4 @@
-"""PQ Index, Gini index and the PQI bound (SPEC 3.1-3.2): oracles, properties, errors."""
+"""PQ Index, Gini index and the PQI bound (SPEC 3.1-3.2): oracles and properties."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from hypothesis import strategies as st
 from sp_oracles import bound_np, gini_np, pqi_np
 
 from prune_jax.sparsity import gini_index, pq_index, pqi_retained_bound
-from prune_jax.sparsity._units import lane_layout, lane_sums
 
 PQS = [(0.5, 1.0), (1.0, 2.0), (0.5, 2.0)]
 PROPERTY = settings(max_examples=20, deadline=None)
 
-# A few fixed lengths only: every new length (and every (p, q)) is a new XLA compilation.
 vectors = st.sampled_from([2, 3, 5, 8]).flatmap(
     lambda n: st.lists(st.floats(0.1, 10.0), min_size=n, max_size=n)).map(np.array)
 pqs = st.sampled_from(PQS)
@@ -33,7 +31,7 @@ def pqi64(w: np.ndarray, p: float, q: float) -> float:
 def test_constant_vector_is_zero(p: float, q: float) -> None:
     for d in (1, 1000):
         for c in (-3.5, 0.1, 1e20):
-            assert 0.0 <= float(pq_index(jnp.full((d,), c), p, q)) < 1e-6
+            assert 0.0 <= float(pq_index(jnp.full((d,), c), p, q)) < 1e-5   # float32 sums
 
 
 @pytest.mark.parametrize(("p", "q"), PQS)
@@ -56,24 +54,6 @@ def test_matches_direct_float64_formula(p: float, q: float) -> None:
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 64, 1000, 1024, 4099, 5120])
-def test_lane_sums_equal_plain_sums(n: int) -> None:
-    x = np.random.default_rng(n).standard_normal(n)
-    a, b, c = lane_sums(jnp.asarray(x), lambda v: (v, v * v, (jnp.abs(v) > 1).astype(jnp.int32)))
-    np.testing.assert_allclose([float(a), float(b)], [x.sum(), (x * x).sum()], atol=1e-4,
-                               rtol=1e-5)  # float32 sums
-    assert int(c) == int((np.abs(x) > 1).sum())
-
-
-@pytest.mark.parametrize("layout", ["flat", "split", "plain"])
-def test_lane_sums_layouts_equal_plain_sums(layout: str) -> None:
-    x = np.random.default_rng(7).standard_normal((3, 5, 64)).astype(np.float32)
-    a, b = lane_sums(jnp.asarray(x), lambda v: (v, v * v), layout)
-    np.testing.assert_allclose([float(a), float(b)], [x.sum(), (x * x).sum()], rtol=1e-5,
-                               atol=1e-4)
-    assert lane_layout(jnp.asarray(x)) == "flat" and lane_layout(x) == "flat"
-
-
 def test_pytree_is_flattened_globally() -> None:
     w = np.random.default_rng(2).standard_normal(60).astype(np.float32)
     tree = {"a": w[:10].reshape(2, 5), "b": [w[10:30], w[30:].reshape(3, 10)]}
@@ -85,8 +65,7 @@ def test_stable_for_huge_and_tiny_magnitudes() -> None:
     w = np.random.default_rng(3).standard_normal(1000).astype(np.float32)
     ref = float(pq_index(w))
     # (Down to 2^-100: below ~1.2e-38 float32 inputs are subnormal, and XLA:CPU flushes
-    # subnormals to zero, so the vector itself changes.)
-    # Eagerly the scaled sums are a second call made from the host; under jit a lax.cond.
+    # subnormals to zero, so the vector itself changes.) Eagerly numpy, under jit XLA.
     jitted = jax.jit(pq_index, static_argnums=(1, 2))
     for scale in (2.0**100, 1e30, 1e-30, 2.0**-100):
         np.testing.assert_allclose(float(pq_index(w * np.float32(scale))), ref, rtol=1e-5)
@@ -109,9 +88,13 @@ def test_bfloat16_input_is_computed_in_float32() -> None:
                                rtol=1e-5)
 
 
-def test_jit_of_pq_index_gives_nan_for_zero_vector() -> None:
-    w = jnp.arange(1.0, 9.0)
-    np.testing.assert_allclose(float(jax.jit(pq_index)(w)), float(pq_index(w)), rtol=1e-6)
+def test_jit_of_measures_equals_eager_and_gives_nan_for_zero_vector() -> None:
+    w = {"a": jnp.arange(1.0, 9.0), "b": -jnp.arange(3.0)}
+    m = {"a": jnp.arange(8) % 3 > 0, "b": jnp.ones(3, bool)}
+    for fn in (pq_index, gini_index):
+        np.testing.assert_allclose(float(jax.jit(fn)(w)), float(fn(w)), rtol=1e-5)
+        np.testing.assert_allclose(float(jax.jit(lambda x, y, f=fn: f(x, mask=y))(w, m)),
+                                   float(fn(w, mask=m)), rtol=1e-5)
     assert np.isnan(float(jax.jit(pq_index)(jnp.zeros(4))))
 
 
@@ -271,36 +254,6 @@ def test_bound_of_float32_input_is_float64_accurate() -> None:
                                    bound_np(w, p, q, 0.1), rtol=1e-10)
 
 
-# --------------------------------------------------------------------------- errors
-
-@pytest.mark.parametrize(("p", "q", "name"), [
-    (0.0, 1.0, "p"), (-0.5, 1.0, "p"), (1.5, 2.0, "p"), (0.5, 0.9, "q"), (1.0, 1.0, "p < q"),
-    (float("nan"), 1.0, "p"), (0.5, float("inf"), "q"),
-])
-def test_bad_p_q(p: float, q: float, name: str) -> None:
-    for fn in (pq_index, pqi_retained_bound):
-        with pytest.raises(ValueError, match=name):
-            fn(jnp.ones(3), p, q)
-
-
-def test_bad_values() -> None:
-    for fn in (pq_index, gini_index, pqi_retained_bound):
-        with pytest.raises(ValueError, match="x is the zero vector"):
-            fn(jnp.zeros(3))
-        with pytest.raises(ValueError, match="x contains NaN or Inf"):
-            fn(jnp.array([1.0, jnp.nan, 2.0]))
-        with pytest.raises(ValueError, match=r"x contains NaN or Inf \(leaf 'b'\)"):
-            fn({"a": jnp.array([1.0, 2.0]), "b": jnp.array([-jnp.inf, 0.0, 1.0])})
-        with pytest.raises(TypeError, match="x"):
-            fn(jnp.arange(4))
-        with pytest.raises(ValueError, match="x"):
-            fn({})
-    with pytest.raises(ValueError, match="eta"):
-        pqi_retained_bound(jnp.ones(3), eta=-0.1)
-    with pytest.raises(TypeError, match="p"):
-        pq_index(jnp.ones(3), p="0.5")
-
-
 @pytest.mark.parametrize("pq", [(0.5, 1.0), (1.0, 2.0)])
 def test_masked_measures_equal_measures_of_the_live_entries(pq):
     rng = np.random.default_rng(7)
@@ -310,5 +263,3 @@ def test_masked_measures_equal_measures_of_the_live_entries(pq):
     live = jnp.concatenate([x["a"][m["a"]], x["b"][m["b"]]])
     np.testing.assert_allclose(pq_index(x, *pq, mask=m), pq_index(live, *pq), rtol=1e-5)
     np.testing.assert_allclose(gini_index(x, mask=m), gini_index(live), rtol=1e-5)
-    with pytest.raises(ValueError, match="mask"):
-        pq_index(x, *pq, mask={"a": m["a"]})
