@@ -27,7 +27,7 @@ from prune_jax.experiments import common, limit
 from prune_jax.experiments.common import flag
 from prune_jax.experiments.progress import console, results_console
 
-__all__ = ["Config", "run", "summarize"]
+__all__ = ["Config", "render_markdown", "run", "summarize"]
 
 READINGS = ("before_first_drop", "largest_passing", "loss_within_eps")
 
@@ -123,8 +123,38 @@ def run(config: Config) -> dict[str, Any]:
     study = {"config": config, "records": records, "summary": summarize(records)}
     common.save_json(config.out / "calibration.json", study)
     plots.save(plots.calibration(records), config.out / "calibration.png")
+    (config.out / "calibration.md").write_text(render_markdown(study))
     _print(study)
     return study
+
+
+def render_markdown(study: dict[str, Any]) -> str:
+    """The study as Markdown: one row per run, then the mean and largest ``|gap|`` per reading
+    (all runs, and the runs without regime warnings). Every number comes from ``study``."""
+    rows = ["| data set | model | l1 budget | l1 | seed | dense acc. | near zero | predicted | "
+            "(a) | (b) | (c) loss | gap (a) | gap (b) | gap (c) | regime |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in study["records"]:
+        p = r["predicted"]
+        rows.append(
+            f"| {r['dataset']} | {r['model']} | {r['l1_budget']:.3g} | {r['l1']:.3g} | "
+            f"{r['seed']} | {r['dense_test_accuracy']:.4f} | {r['near_zero_fraction']:.3f} | "
+            f"{p:.4f} | {r['actual_before_first_drop']:.4f} | "
+            f"{r['actual_largest_passing']:.4f} | {r['actual_loss_within_eps']:.4f} | "
+            f"{p - r['actual_before_first_drop']:+.4f} | {p - r['actual_largest_passing']:+.4f} | "
+            f"{p - r['actual_loss_within_eps']:+.4f} | "
+            f"{'ok' if not r['warnings'] else 'warned'} |")
+    rows += ["", "| runs | reading | mean gap | mean \\|gap\\| | max \\|gap\\| |",
+             "|---|---|---|---|---|"]
+    names = {"before_first_drop": "(a) last before the first drop",
+             "largest_passing": "(b) largest passing", "loss_within_eps": "(c) loss within eps"}
+    for subset, summary in study["summary"].items():
+        for k in READINGS:
+            if summary[k] is not None:
+                rows.append(f"| {subset} ({summary['runs']}) | {names[k]} | "
+                            f"{summary[k]['mean_gap']:+.4f} | {summary[k]['mean_abs_gap']:.4f} | "
+                            f"{summary[k]['max_abs_gap']:.4f} |")
+    return "\n".join(rows) + "\n"
 
 
 def _print(study: dict[str, Any]) -> None:

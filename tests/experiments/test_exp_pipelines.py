@@ -117,3 +117,4 @@ def test_calibrate_records_every_run_and_summarises(tmp_path):
     gaps = [abs(r["predicted"] - r["actual_largest_passing"]) for r in study["records"]]
     assert summary["largest_passing"]["max_abs_gap"] == pytest.approx(max(gaps))
     assert (out / "calibration.png").stat().st_size > 1000
+    assert "| digits | linear | 0.5 |" in (out / "calibration.md").read_text()

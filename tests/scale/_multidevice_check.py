@@ -34,8 +34,6 @@ from prune_jax.curvature.spectrum import _slq_jit  # noqa: E402
 from prune_jax.limits import loss_tolerance, predict_sparsity_limit  # noqa: E402
 from prune_jax.sharding import make_mesh, shard_params  # noqa: E402
 from prune_jax.sparsity import gini_index, magnitude_mask, pq_index  # noqa: E402
-from prune_jax.sparsity._units import lane_layout  # noqa: E402
-from prune_jax.sparsity.measures import _raw_power_sums  # noqa: E402
 from prune_jax.tree import check_finite  # noqa: E402
 
 
@@ -110,13 +108,9 @@ def _limits_and_friends(errors, params, batches, sizes, v, op1, q1, mesh8, mesh,
     sbig = shard_params(big, mesh, axis=("data", "model"), min_size=64)
     lams = rng.lognormal(-1.0, 2.5, 300)
     lams[:30] = 0.0
-    gaps = [0.0, 0.0]
-    for eps in (1e-4, 3e-3, 0.1):
-        ref = predict_sparsity_limit(big, lams, eps)
-        gaps[0] = max(gaps[0], _limit_gap(predict_sparsity_limit(sbig, lams, eps), ref))
-        gaps[1] = max(gaps[1], _limit_gap(predict_sparsity_limit(sbig, lams, eps,
-                                                                 sort="device"), ref))
-    errors["limit_host_sort"], errors["limit_device_sort"] = gaps
+    errors["limit_sharded"] = max(
+        _limit_gap(predict_sparsity_limit(sbig, lams, eps), predict_sparsity_limit(big, lams, eps))
+        for eps in (1e-4, 3e-3, 0.1))
 
     # Hessian-row zero mass (SPEC 1.3): sharded operator and FSDP parameters; global quantiles
     op = sharded_hvp_operator(_loss, sp, batches, mesh=mesh, batch_sizes=sizes)
@@ -149,7 +143,7 @@ def _limits_and_friends(errors, params, batches, sizes, v, op1, q1, mesh8, mesh,
                 _error_message(pq_index, bad),
                 _error_message(gini_index, bad),
                 _error_message(loss_tolerance, _loss, bad, batches, mesh=mesh),
-                _error_message(predict_sparsity_limit, bad, lams, 0.1, sort="device")]
+                _error_message(predict_sparsity_limit, bad, lams, 0.1)]
     errors["nan_checks_missed"] = float(sum("NaN" not in m for m in messages))
     errors["nan_leaf_unnamed"] = float(sum("Dense_0/kernel" not in m for m in messages[:4]))
     errors["clean_gini"] = _rel(gini_index(sp), gini_index(params))
@@ -219,17 +213,11 @@ def main() -> None:
         "Dense_1": sbig["Dense_1"]}
     message = _error_message(magnitude_mask, nan_big, 0.5)
     errors["nan_large_unnamed"] = float("NaN or Inf (leaf 'Dense_0/kernel')" not in message)
-    # pq_index's fused sums keep shards whole: split lanes, or plain sums where they cannot
     kernels = {"a": jax.random.normal(jax.random.key(11), (64, 1024)),
                "b": jax.random.normal(jax.random.key(12), (512, 64))}
     sk = jax.device_put(kernels, jax.sharding.NamedSharding(
         make_mesh(model=8), jax.sharding.PartitionSpec(None, "model")))
-    errors["pq_lanes"] = _rel(pq_index(sk), pq_index(kernels))
-    errors["pq_lanes_layouts"] = float([lane_layout(x) for x in jax.tree.leaves(sk)]
-                                       != ["split", "plain"])
-    hlo = jax.jit(lambda ks: _raw_power_sums(ks, 0.5, 1.0, ("split", "plain"))).lower(
-        jax.tree.leaves(sk)).compile().as_text()
-    errors["pq_lanes_gathers"] = float(hlo.count("all-gather") + hlo.count("all-to-all"))
+    errors["pq_split_last_axis"] = _rel(pq_index(sk), pq_index(kernels))
     errors["pq_index"] = _rel(pq_index(sp, 0.5, 1.0), pq_index(params, 0.5, 1.0))
     errors["pq_index_masked"] = _rel(pq_index(sp, 1.0, 2.0, mask=m2),
                                      pq_index(params, 1.0, 2.0, mask=m1))

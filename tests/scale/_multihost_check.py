@@ -99,7 +99,7 @@ def _split_model(mesh, xs, ys, sizes, mine, rng) -> tuple[dict, dict]:
                      "sap_mask": [np.asarray(m).tolist() for m in jax.tree.leaves(sap)]}
     tol = loss_tolerance(_mlp_loss, sp, (xs[mine], ys[mine]), mesh=mesh, process_local=True)
     out["values"].update(tol_std=float(tol.std), tol_losses=np.asarray(tol.losses).tolist())
-    lim = predict_sparsity_limit(sp, lams, 0.05)  # sort="auto": the device sort here
+    lim = predict_sparsity_limit(sp, lams, 0.05)
     out["values"].update(limit=[lim.sparsity, lim.distance, lim.num_pruned])
     op = sharded_hvp_operator(_mlp_loss, sp, (xs[mine], ys[mine]), mesh=mesh,
                               batch_sizes=sizes[mine], process_local=True)

@@ -37,14 +37,11 @@ def report() -> dict:
     "trace_samples",
     "top_values", "top_vectors", "top_offload_values", "top_offload_vectors",
     "pq_index", "pq_index_masked", "clean_gini",
-    "pq_lanes",                 # pq_index of kernels split 8-way on their last axis
-    "pq_lanes_layouts",         # ... viewed as split lanes, or as plain sums where needed
-    "pq_lanes_gathers",         # ... and its fused sums move no data between devices
+    "pq_split_last_axis",       # pq_index of kernels split 8-way on their last axis
     "loss_tol_data8",           # loss_tolerance(mesh=): 6 batches on 8 devices (2 padding)
     "loss_tol_data4_model2",    # ... 4-way data x FSDP parameters
     "loss_tol_fsdp_no_mesh",    # ... FSDP parameters, no mesh (jit propagation)
-    "limit_host_sort",          # predict_sparsity_limit, kernels split 8-way, sort="auto"
-    "limit_device_sort",        # ... sort="device": jitted global sort of sharded kernels
+    "limit_sharded",            # predict_sparsity_limit, kernels split 8-way
     "zero_mass_quantiles",      # hessian_row_zero_mass, sharded operator + FSDP params
     "zero_mass_stratified",     # ... with a key (one pick per magnitude bin)
     "hvp_linear_data8",         # sharded_hvp_operator(linearize=True) = one device
@@ -58,7 +55,7 @@ def test_sharded_equals_one_device(report, check):
 
 @pytest.mark.parametrize("scope", ["global", "neuron", "large_global"])
 def test_magnitude_mask_on_sharded_params_is_identical(report, scope):
-    """Small units (bisection) and a 2^17-weight kernel split 8-way (bracket refinement)."""
+    """Small units and a 2^17-weight kernel split 8-way."""
     assert report["errors"][f"mask_{scope}"] == 0
 
 
