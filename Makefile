@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OUT ?= results
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-slow bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check prune_jax tests benchmarks
 	$(PY) -m pytest -n 2 -q
+
+# notebooks (smoke mode), the docs build, the docs' code pages and the multi-host check
+test-slow: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m slow
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]" -c constraints.txt

@@ -83,10 +83,10 @@ params = {'Dense_0': {'kernel': jnp.ones((4, 8)) * jnp.arange(1, 33.0).reshape(4
           'Dense_1': {'kernel': jnp.arange(1, 25.0).reshape(8, 3), 'bias': jnp.zeros(3)}}
 t0 = time.perf_counter()
 try:
-    {call}
-    out = {{'error': None}}
+    CALL
+    out = {'error': None}
 except Exception as err:
-    out = {{'error': type(err).__name__, 'message': str(err)}}
+    out = {'error': type(err).__name__, 'message': str(err)}
 out['seconds'] = time.perf_counter() - t0
 print('@@' + __import__('json').dumps(out))
 """
@@ -111,7 +111,7 @@ def run_command(args: str, tmp: str) -> dict:
 
 
 def run_library(name: str, call: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PRELUDE.format(call=call)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", PRELUDE.replace("CALL", call)], capture_output=True,
                           text=True, env=_env())
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("@@")), None)
     if line is None:

@@ -36,9 +36,9 @@ READINGS = ("before_first_drop", "largest_passing", "loss_within_eps")
 class Config:
     """Options of ``prune-jax calibrate`` (each field is a command-line flag)."""
 
-    runs: tuple[str, ...] = flag(("digits:mlp_small", "digits:cnn_small", "mnist1d:mlp_small",
-                                  "mnist1d:cnn1d"), "data set:model pairs")
-    l1_budgets: tuple[float, ...] = flag((0.3, 1.0, 2.0, 4.0), "l1 budgets "
+    runs: tuple[str, ...] = flag(("digits:mlp_small", "digits:mlp", "mnist1d:mlp_small"),
+                                 "data set:model pairs")
+    l1_budgets: tuple[float, ...] = flag((0.5, 1.0, 2.0, 4.0, 8.0), "l1 budgets "
                                          "lr*lambda*steps/(1-momentum)", low=0)
     seeds: tuple[int, ...] = flag((0, 1, 2), "seeds", low=0)
     epochs: int = flag(200, "training epochs of every run", low=1)
@@ -46,6 +46,8 @@ class Config:
     learning_rate: float = flag(0.05, "SGD learning rate of every run", positive=True)
     spectrum: str = flag("slq", "slq or exact (see prune-jax limit --spectrum)",
                          choices=("slq", "exact"))
+    probes: int = flag(16, "SLQ probe vectors of every run", low=1)
+    steps: int = flag(64, "Lanczos steps per SLQ probe of every run", low=2)
     tolerance: float = flag(0.0, "accuracy drop allowed when reading off the actual limit",
                             low=0.0, high=1.0)
     out: Path = flag(Path("results/calibrate"), "output directory (one folder per run)")
@@ -117,7 +119,8 @@ def run(config: Config) -> dict[str, Any]:
                         f"(l1 {lam:.3g}) seed {seed}")
         cfg = limit.Config(model=model, dataset=dataset, l1=lam, seed=seed, epochs=config.epochs,
                            batch_size=config.batch_size, learning_rate=config.learning_rate,
-                           spectrum=config.spectrum, tolerance=config.tolerance,
+                           spectrum=config.spectrum, probes=config.probes, steps=config.steps,
+                           tolerance=config.tolerance,
                            out=_run_dir(config, dataset, model, budget, seed), progress=False)
         records.append(_record(limit.run(cfg, report=False), dataset, model, lam, seed))
     study = {"config": config, "records": records, "summary": summarize(records)}

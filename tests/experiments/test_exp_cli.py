@@ -62,7 +62,8 @@ def test_unwritable_out_and_incompatible_model(tmp_path, capsys):
 
 def test_resume_refuses_other_training_settings_and_reuses_the_model(tmp_path, capsys):
     out = str(tmp_path / "run")
-    base = ["limit", "--model", "linear", "--epochs", "2", "--probes", "2", "--steps", "6",
+    base = ["limit", "--model", "linear", "--epochs", "2", "--l1", "1e-3", "--probes", "2",
+            "--steps", "6",
             "--sweep-points", "40", "--no-progress", "--out", out]
     assert cli.main(base) == 0
     first = json.loads((tmp_path / "run" / "limit.json").read_text())

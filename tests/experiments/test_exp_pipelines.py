@@ -104,7 +104,8 @@ def test_spectrum_pipeline_smoke(tmp_path):
 def test_calibrate_records_every_run_and_summarises(tmp_path):
     out = tmp_path / "cal"
     assert cli.main(["calibrate", "--runs", "digits:linear", "--l1-budgets", "0.5", "2",
-                     "--seeds", "0", "--epochs", "2", "--no-progress", "--out", str(out)]) == 0
+                     "--seeds", "0", "--epochs", "2", "--probes", "2", "--steps", "8",
+                     "--no-progress", "--out", str(out)]) == 0
     study = json.loads((out / "calibration.json").read_text())
     assert len(study["records"]) == 2
     for r, budget in zip(study["records"], (0.5, 2.0), strict=True):

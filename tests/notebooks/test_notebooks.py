@@ -24,6 +24,7 @@ def _path(name: str) -> Path:
     return NOTEBOOK_DIR / f"{name}.ipynb"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes_in_smoke_mode(name, tmp_path, record_property):
     nb, seconds = execute_notebook(_path(name), tmp_path, timeout=CELL_TIMEOUT_S)
