@@ -46,7 +46,7 @@ from prune_jax.experiments.train import TrainingDiverged, evaluate, loss_and_upd
 from prune_jax.tree import PyTree, combine, partition, prunable_leaves, prunable_tree
 
 __all__ = ["ActualLimits", "Config", "SweepResult", "actual_limits", "global_ranks",
-           "loss_limit", "magnitude_sweep", "refine_sweep", "run"]
+           "loss_limit", "magnitude_sweep", "refine_quadrature", "refine_sweep", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +69,9 @@ class Config(common.RunConfig):
                          "prediction is reported beside it)", choices=("slq", "exact"))
     probes: int = flag(16, "SLQ probe vectors", low=1)
     steps: int = flag(64, "Lanczos steps per probe", low=2)
+    max_steps: int = flag(512, "SLQ refinement: while the quadrature mass next to the critical "
+                          "curvature 2 eps / R^2 is large, the steps are doubled up to this "
+                          "until that mass is below 0.05", low=2)
     eps: float | None = flag(None, "loss tolerance; default: std of the per-batch training "
                              "loss (l1 term included) on shuffled batches (SPEC 2.3)",
                              positive=True)
@@ -86,6 +89,12 @@ class Config(common.RunConfig):
                                    "between the two readings of the actual limit",
                                    positive=True, high=0.1)
     out: Path = flag(Path("results/limit"), "output directory (checkpoints, JSON, plots)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_steps < self.steps:
+            raise common.UserError(f"--max-steps {self.max_steps} is below --steps {self.steps}: "
+                                   "give --max-steps at least --steps")
 
 
 class SweepResult(NamedTuple):
@@ -278,6 +287,35 @@ def _measure_eps(config: Config, setup: common.Setup, params: PyTree, stats: PyT
     return _Eps(value, float(tol.spread), tol)
 
 
+def refine_quadrature(operator: Any, like: PyTree, params: PyTree, quad: Any, eps: float, *,
+                      key: jax.Array, max_steps: int, zero_mass: float = 0.0,
+                      min_mass: float = 0.05) -> tuple[Any, list[tuple[int, float]]]:
+    """More Lanczos steps only where they are needed: SLQ near ``2 eps / R^2`` (SPEC 2.3).
+
+    ``F(R) = (1/D) tr[(I + R^2 |H| / 2 eps)^-1]`` changes on the scale of the critical
+    curvature ``2 eps / R(s*)^2``. When that scale sits among the small Ritz values (quadrature
+    mass above ``min_mass`` next to it, :func:`prune_jax.regime_diagnostics`), a Gauss rule of
+    ``m`` nodes resolves it coarsely and ``s*`` comes out low. With the same probes (``key``)
+    the steps are doubled until that mass is at most ``min_mass`` or ``max_steps`` is reached.
+    Returns the final quadrature and the ``(steps, s*)`` history.
+    """
+    def predict(q: Any) -> tuple[float, float]:
+        lim = L.predict_sparsity_limit(params, q, eps, zero_mass=zero_mass)
+        mass = L.regime_diagnostics(params, q, eps, lim, eps_spread=0.0,
+                                    zero_mass=zero_mass).critical_mass
+        return float(lim.sparsity), mass
+
+    probes, steps = np.shape(quad.nodes)
+    s, mass = predict(quad)
+    history = [(steps, s)]
+    while 2 * steps <= max_steps and mass > min_mass:
+        steps *= 2
+        quad = C.slq(operator, like, key=key, num_probes=probes, num_steps=steps)
+        s, mass = predict(quad)
+        history.append((steps, s))
+    return quad, history
+
+
 def _prediction(params: PyTree, spectrum: Any, eps: _Eps, atom: float
                 ) -> tuple[L.SparsityLimit, L.Regime]:
     pred = L.predict_sparsity_limit(params, spectrum, eps.value, zero_mass=atom)
@@ -311,8 +349,7 @@ def run(config: Config, *, report: bool = True) -> dict[str, Any]:
             spec = compute_spectrum(loss_sub, selected, setup.train_batches, key=k_spec,
                                     probes=config.probes, steps=config.steps, top_k=1,
                                     top_steps=config.steps)
-        values = {"nodes": spec["slq"].nodes, "weights": spec["slq"].weights,
-                  "dim": np.asarray(spec["slq"].dim),
+        values = {"dim": np.asarray(spec["slq"].dim),
                   "top": np.asarray(spec["top"].eigenvalues[0]),
                   "trace": np.asarray([spec["trace"].estimate, spec["trace"].stderr])}
         if config.spectrum == "exact":
@@ -322,13 +359,18 @@ def run(config: Config, *, report: bool = True) -> dict[str, Any]:
             with timer("zero mass (Hessian rows)"):
                 values["row_zero"] = np.asarray(C.hessian_row_zero_mass(
                     spec["operator"], selected, tol=config.zero_tol).fraction)
+        with timer("SLQ refinement"):
+            quad, history = refine_quadrature(
+                spec["operator"], selected, params, spec["slq"], eps.value, key=k_spec,
+                max_steps=config.max_steps, zero_mass=float(values.get("row_zero", 0.0)))
+        values.update(nodes=quad.nodes, weights=quad.weights, slq_steps=np.asarray(history))
         return values
 
     # flags that change the spectrum; a rerun with other flags (sweep, eps, tolerance) reuses it
     stage = common.cached_stage(
         config.out / "checkpoints" / "spectrum", spectrum_stage,
-        {f: getattr(config, f) for f in ("spectrum", "probes", "steps", "zero_mass", "zero_tol",
-                                         "eval_batch_size")})
+        {f: getattr(config, f) for f in ("spectrum", "probes", "steps", "max_steps", "eps",
+                                         "zero_mass", "zero_tol", "eval_batch_size")})
     sq = C.SpectralQuadrature(stage["nodes"], stage["weights"], int(stage["dim"]))
     exact = stage.get("exact")
     row_zero = float(stage["row_zero"]) if "row_zero" in stage else None
@@ -383,6 +425,7 @@ def run(config: Config, *, report: bool = True) -> dict[str, Any]:
         "gap": {name: float(pred.sparsity) - v for name, v in actual._asdict().items()},
         "regime": regime._asdict(),
         "regime_slq": regime_slq._asdict(),
+        "slq_steps": [[int(m), float(v)] for m, v in stage["slq_steps"]],
         "distance_at_prediction": float(pred.distance),
         "trace_abs_slq": trace_abs,
         "zero_mass_rows": row_zero,
@@ -444,6 +487,9 @@ def _print_table(config: Config, r: dict[str, Any]) -> None:
     t.add_row(f"predicted sparsity ({label})", f"{pred:.4f}")
     if r["spectrum"] == "exact":
         t.add_row("predicted sparsity (SLQ, same weights)", f"{r['predicted_sparsity_slq']:.4f}")
+    if len(r["slq_steps"]) > 1:
+        t.add_row("SLQ refined (Lanczos steps: prediction)",
+                  ", ".join(f"{m}: {v:.4f}" for m, v in r["slq_steps"]))
     t.add_row(f"actual (a) last before first drop (tol {a['tolerance']:.4g})",
               f"{a['before_first_drop']:.4f}  (gap {pred - a['before_first_drop']:+.4f})")
     t.add_row(f"actual (b) largest passing, reference reading (tol {a['tolerance']:.4g})",

@@ -119,3 +119,42 @@ def test_calibrate_records_every_run_and_summarises(tmp_path):
     assert summary["largest_passing"]["max_abs_gap"] == pytest.approx(max(gaps))
     assert (out / "calibration.png").stat().st_size > 1000
     assert "| digits | linear | 0.5 |" in (out / "calibration.md").read_text()
+
+
+def _diagonal_problem(low: float):
+    """2,000 kernel weights and a diagonal Hessian with |eigenvalues| log-uniform in [low, 1]."""
+    rng = np.random.default_rng(0)
+    params = {"Dense_0": {"kernel": jax.numpy.asarray(rng.laplace(0, 0.05, (40, 50)),
+                                                      jax.numpy.float32)}}
+    lam = np.exp(rng.uniform(np.log(low), 0.0, 2000)) * rng.choice([-1, 1], 2000, p=[0.2, 0.8])
+    diag = {"Dense_0": {"kernel": jax.numpy.asarray(lam.reshape(40, 50), jax.numpy.float32)}}
+    op = jax.tree_util.Partial(lambda d, v: jax.tree.map(jax.numpy.multiply, d, v), diag)
+    return params, lam, op
+
+
+def test_quadrature_refinement_moves_the_slq_prediction_to_the_exact_one():
+    """Small eigenvalues at the critical curvature: doubling the Lanczos steps (same probes)
+    brings s* from SLQ close to s* from the exact eigenvalues."""
+    from prune_jax import curvature as C
+    from prune_jax import limits as L
+
+    params, lam, op = _diagonal_problem(1e-7)
+    eps = 1e-4
+    exact = L.predict_sparsity_limit(params, lam, eps).sparsity
+    quad = C.slq(op, params, key=jax.random.key(0), num_probes=8, num_steps=16)
+    refined, history = LIM.refine_quadrature(op, params, params, quad, eps,
+                                             key=jax.random.key(0), max_steps=256)
+    assert [m for m, _ in history] == [16, 32, 64, 128, 256]
+    assert np.shape(refined.nodes) == (8, 256)
+    first, last = abs(history[0][1] - exact), abs(history[-1][1] - exact)
+    assert last < 0.25 * first, (exact, history)
+
+
+def test_quadrature_refinement_is_skipped_when_the_quadrature_resolves_f():
+    from prune_jax import curvature as C
+
+    params, _, op = _diagonal_problem(0.1)   # critical curvature above the spectrum
+    quad = C.slq(op, params, key=jax.random.key(0), num_probes=8, num_steps=64)
+    refined, history = LIM.refine_quadrature(op, params, params, quad, 1.0,
+                                             key=jax.random.key(0), max_steps=256)
+    assert len(history) == 1 and refined is quad
