@@ -1,10 +1,10 @@
-"""Device meshes and shardings for running the curvature engine beyond one device (SPEC 1.1-1.2).
+"""Device meshes and shardings for running the toolkit beyond one device (SPEC 1.1-1.2, 2.3).
 
 JAX's own SPMD machinery only: :class:`jax.sharding.Mesh`, :class:`~jax.sharding.NamedSharding`
-/ :class:`~jax.sharding.PartitionSpec`, and (in :mod:`prune_jax.curvature.distributed`)
-:func:`jax.shard_map` with :func:`jax.lax.psum`. Nothing here runs a computation; these helpers
-build meshes and place pytrees on them, so that the compiled programs of the toolkit receive
-sharded arguments and ``jit`` propagates the layout.
+/ :class:`~jax.sharding.PartitionSpec` (and, in :func:`prune_jax.curvature.hvp_operator` with
+``mesh=``, :func:`jax.shard_map` with :func:`jax.lax.psum`). Nothing here runs a computation;
+these helpers build meshes and place pytrees on them, so that the compiled programs of the
+toolkit receive sharded arguments and ``jit`` propagates the layout.
 
 Conventions:
 
@@ -12,11 +12,9 @@ Conventions:
   ``"model"`` axis (parameters may be split over it, FSDP style). Either may have size 1.
 - Mesh axes are :attr:`jax.sharding.AxisType.Auto` (``jax.make_mesh`` defaults to ``Explicit``
   in this JAX version, which would make every sharding part of the array types); with ``Auto``
-  axes, unannotated intermediate values are laid out by XLA's sharding propagation.
-  Arrays on a mesh with Explicit axes are accepted too: the public functions re-wrap them on
-  the mesh's Auto twin (no data moves) and give array results back on the caller's mesh
-  (``prune_jax.tree.on_auto_mesh``); operators must carry their arrays as pytree leaves
-  (``hvp_operator`` or ``jax.tree_util.Partial``), not in a closure.
+  axes, unannotated intermediate values are laid out by XLA's sharding propagation. The
+  curvature engine rejects arrays on a mesh with Explicit axes with one clear error
+  (``prune_jax.validate.check_no_explicit_mesh``) that names the fix.
 - Multi-host (one process per host, after :func:`jax.distributed.initialize`): every helper
   builds *global* arrays with :func:`jax.make_array_from_callback` (every process holds the
   same full host copy) or :func:`jax.make_array_from_process_local_data` (every process holds
@@ -47,7 +45,6 @@ __all__ = [
     "check_axis",
     "fsdp_shardings",
     "make_mesh",
-    "mesh_of",
     "replicate",
     "shard_batches",
     "shard_params",
@@ -106,21 +103,6 @@ def make_mesh(data: int | None = None, model: int = 1, *,
     return jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS),
                          axis_types=(AxisType.Auto, AxisType.Auto),
                          devices=devices[:data * model])
-
-
-def mesh_of(tree: PyTree) -> Mesh | None:
-    """The mesh of ``tree``'s leaves when they are arrays on one multi-device ``NamedSharding``
-    mesh, else ``None`` (single-device arrays, numpy arrays, tracers, mixed meshes)."""
-    meshes = set()
-    for x in jax.tree.leaves(tree):
-        sharding = getattr(x, "sharding", None) if isinstance(x, jax.Array) else None
-        if not isinstance(sharding, NamedSharding):
-            return None
-        meshes.add(sharding.mesh)
-    if len(meshes) != 1:
-        return None
-    (mesh,) = meshes
-    return mesh if isinstance(mesh, Mesh) and mesh.size > 1 else None
 
 
 def _global_array(x: Any, sharding: NamedSharding) -> jax.Array:

@@ -11,7 +11,6 @@ layers; biases and normalisation parameters are never prunable.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 PyTree = Any
@@ -256,80 +255,10 @@ def combine(selected: PyTree, rest: PyTree) -> PyTree:
                         is_leaf=lambda x: x is None)
 
 
-# ------------------------------------------------------------------------ explicit-axes meshes
-#
-# ``jax.make_mesh`` gives meshes with Explicit axes by default in this JAX version: every array
-# sharding is then part of its type, a sharding constraint is an assertion, and reshapes that
-# would merge a sharded axis into another are type errors. The toolkit's cores flatten and
-# regroup weights freely (letting XLA place the data), so its public functions run them on the
-# Auto twin of such a mesh: same devices, same axis names, same shards (re-wrapping an array
-# on it moves no data), and give their array results back on the caller's mesh.
-
-
-def is_explicit(mesh: Any) -> bool:
-    """True when ``mesh`` (a Mesh or AbstractMesh) has an Explicit axis."""
-    return any(t == AxisType.Explicit for t in getattr(mesh, "axis_types", ()))
-
-
 def constrain(x: Array, sharding: NamedSharding) -> Array:
-    """:func:`jax.lax.with_sharding_constraint`, or :func:`jax.sharding.reshard` when the mesh
-    has Explicit axes (where a constraint only asserts the layout the type already has)."""
-    if is_explicit(sharding.mesh):
-        return jax.sharding.reshard(x, sharding)
+    """:func:`jax.lax.with_sharding_constraint` (meshes with Auto axes; arrays on a mesh with
+    Explicit axes are rejected at the public boundary, ``prune_jax.validate``)."""
     return jax.lax.with_sharding_constraint(x, sharding)
-
-
-@functools.cache
-def auto_twin(mesh: Mesh) -> Mesh:
-    """``mesh`` with every axis Auto (same devices and axis names)."""
-    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
-
-
-def explicit_mesh(tree: PyTree) -> Mesh | None:
-    """The mesh with Explicit axes that concrete array leaves of ``tree`` are on, if any."""
-    for x in _concrete_arrays(tree):
-        sharding = x.sharding
-        if isinstance(sharding, NamedSharding) and isinstance(sharding.mesh, Mesh) \
-                and is_explicit(sharding.mesh):
-            return sharding.mesh
-    return None
-
-
-def _rewrap(tree: PyTree, source: Mesh, target: Mesh) -> PyTree:
-    """Concrete arrays of ``tree`` on ``source`` re-wrapped on ``target`` (same spec; no copy)."""
-    def one(x: Any) -> Any:
-        if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
-            sharding = x.sharding
-            if isinstance(sharding, NamedSharding) and sharding.mesh == source:
-                return jax.device_put(x, NamedSharding(target, sharding.spec,
-                                                       memory_kind=sharding.memory_kind))
-        return x
-
-    return jax.tree.map(one, tree)
-
-
-def on_auto_mesh(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for public functions: arguments on a mesh with Explicit axes run on its
-    :func:`auto_twin` (with that twin as the context mesh), and array results on the twin are
-    re-wrapped on the caller's mesh. Arguments on no such mesh call ``fn`` unchanged.
-
-    Pytree arguments are walked (a :class:`jax.tree_util.Partial` operator's arrays too), so a
-    closure's captured arrays are not converted: pass operators that close over explicitly
-    sharded arrays through ``jax.tree_util.Partial``, or build them with the toolkit's
-    operator constructors.
-    """
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        mesh = explicit_mesh((args, kwargs))
-        if mesh is None:
-            return fn(*args, **kwargs)
-        auto = auto_twin(mesh)
-        args, kwargs = _rewrap((args, kwargs), mesh, auto)
-        with jax.set_mesh(auto):
-            out = fn(*args, **kwargs)
-        return _rewrap(out, auto, mesh)
-
-    return wrapper
 
 
 # --------------------------------------------------------------------------- multi-host arrays

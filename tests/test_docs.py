@@ -39,7 +39,7 @@ import prune_jax
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SUBPACKAGES = ("curvature", "limits", "sparsity", "slth", "models", "data")
-DOCTEST_PACKAGES = ("tree", "curvature", "limits", "sparsity", "slth")
+DOCTEST_PACKAGES = ("tree", "ranking", "curvature", "limits", "sparsity", "slth")
 DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

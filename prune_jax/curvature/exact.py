@@ -8,29 +8,27 @@ float32 at 2e4), where it is the reference that stochastic Lanczos quadrature ap
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.tree_util import Partial
 
-from prune_jax.tree import PyTree, ravel
+from prune_jax.curvature.hoist import prepare
+from prune_jax.curvature.layout import FlatLayout
+from prune_jax.curvature.spectrum import Spec, compiled, flat_operator, spec_of
+from prune_jax.tree import PyTree
 from prune_jax.validate import check_int, check_tree
 
 __all__ = ["dense_hessian", "exact_eigenvalues"]
 
 
-@functools.partial(jax.jit, static_argnames=("unravel", "dim", "dtype", "chunk"))
-def _columns(matvec: Partial, *, unravel: Callable[[jax.Array], PyTree], dim: int, dtype: Any,
-             chunk: int) -> jax.Array:
-    def column(i: jax.Array) -> jax.Array:
-        e = jnp.zeros(dim, dtype).at[i].set(1)
-        return ravel(matvec(unravel(e)))[0].astype(dtype)
-
-    return jax.lax.map(column, jnp.arange(dim), batch_size=chunk)
+@compiled
+def _columns(op: Any, *, spec: Spec, layout: FlatLayout, amortise: bool, chunk: int) -> jax.Array:
+    flat, _, dtype = flat_operator(op, spec, layout, amortise)
+    column = lambda i: flat(jnp.zeros(layout.dim, dtype).at[i].set(1))
+    return jax.lax.map(column, jnp.arange(layout.dim), batch_size=chunk)
 
 
 def dense_hessian(matvec: Callable[[PyTree], PyTree], like: PyTree, *,
@@ -41,9 +39,9 @@ def dense_hessian(matvec: Callable[[PyTree], PyTree], like: PyTree, *,
     ``chunk`` columns are computed at once (vmapped). The result is symmetrised,
     ``(H + H^T) / 2``, and returned as a host float64 array.
 
-    Pass ``matvec`` as a :class:`jax.tree_util.Partial` (e.g. from
-    :func:`prune_jax.curvature.hvp_operator`) so that its arrays are arguments of the compiled
-    program, not constants.
+    ``matvec``: any function (its arrays are hoisted into arguments of the compiled program,
+    see :func:`prune_jax.curvature.lanczos`), e.g. from
+    :func:`prune_jax.curvature.hvp_operator`.
 
     Example:
         >>> op = lambda v: {"a": 2.0 * v["a"] + v["b"], "b": v["a"]}
@@ -59,10 +57,9 @@ def _raw_columns(matvec: Callable[[PyTree], PyTree], like: PyTree, chunk: int) -
     """``[H e_1, ..., H e_D]`` as rows of a host float64 array (not symmetrised)."""
     check_tree(like, "like")
     chunk = check_int(chunk, "chunk", low=1)
-    flat, unravel = ravel(like)
-    op = matvec if isinstance(matvec, Partial) else Partial(matvec)
-    return np.asarray(_columns(op, unravel=unravel, dim=int(flat.size), dtype=flat.dtype,
-                               chunk=min(chunk, int(flat.size))), dtype=np.float64)
+    op, layout, amortise = prepare(matvec, like, mesh=None, linearize=False)
+    return np.asarray(_columns(op, spec=spec_of(like), layout=FlatLayout.of(layout.dim),
+                               amortise=amortise, chunk=min(chunk, layout.dim)), np.float64)
 
 
 def exact_eigenvalues(matvec: Callable[[PyTree], PyTree], like: PyTree, *,

@@ -1,39 +1,43 @@
-"""Hessian-vector products (SPEC 1.1), for one loss or a whole data set of batches.
+"""Hessian-vector products (SPEC 1.1): one product, and THE operator over data and devices.
 
 ``H v = d/dt grad L(w + t v)|_{t=0}``, computed forward-over-reverse
-(``jax.jvp(jax.grad(L), (w,), (v,))[1]``); ``H`` is never materialised. Over a data set of
-batches ``b`` with sizes ``n_b``: ``H v = (sum_b n_b H_b v) / (sum_b n_b)``, one ``lax.scan``.
+(``jax.jvp(jax.grad(L), (w,), (v,))[1]``); ``H`` is never materialised. Over batches ``b`` of
+sizes ``n_b``: ``H v = (sum_b n_b H_b v) / (sum_b n_b)``, one ``lax.scan``. On a mesh the
+batches are split over the data axis and one ``jax.shard_map`` adds the per-device partial
+sums and counts with ``jax.lax.psum``, which is exact (only the summation order changes).
 
-Operators are :class:`jax.tree_util.Partial` objects whose *leaves* are the bound parameters,
-batches and weights. Pass them as arguments to :func:`~prune_jax.curvature.lanczos` and friends:
-the arrays are then traced jit arguments (never folded into the program as constants), and a
-second operator with the same shapes but new values reuses the compiled program.
+:func:`hvp_operator` is the one constructor: it writes the product as a plain function and
+hands it to ``as_operator`` (:mod:`prune_jax.curvature.hoist`), which makes the parameters,
+the batches and the sizes leaves of the returned :class:`~jax.tree_util.Partial` (jit
+arguments, never constants) and, when the memory budget allows, linearises it once.
 
 Models with state (BatchNorm statistics, dropout) are evaluated in whatever mode ``loss_fn``
-closes over; the toolkit's default, and the recommended choice for curvature, is inference mode
-(running statistics, no dropout), e.g. ``model.apply({"params": p, "batch_stats": s}, x,
-train=False)``.
+closes over; the toolkit's default, and the recommended choice for curvature, is inference
+mode (running statistics, no dropout), e.g. ``model.apply({"params": p, "batch_stats": s},
+x, train=False)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from jax.tree_util import Partial
 
-from prune_jax.curvature._checks import check_tree, is_concrete
-from prune_jax.tree import (
-    Array,
-    PyTree,
-    check_floating,
-    check_same_structure,
-    leaf_names,
-    on_auto_mesh,
+from prune_jax.curvature.hoist import as_operator
+from prune_jax.sharding import DATA_AXIS, check_axis, replicate, shard_batches
+from prune_jax.tree import Array, PyTree, check_finite, check_same_structure, leaf_names
+from prune_jax.validate import (
+    check_bool,
+    check_int,
+    check_no_explicit_mesh,
+    check_tree,
+    is_concrete,
 )
 
 __all__ = ["dataset_hvp", "hvp", "hvp_operator"]
@@ -41,132 +45,40 @@ __all__ = ["dataset_hvp", "hvp", "hvp_operator"]
 LossFn = Callable[..., Array]
 
 
-# --------------------------------------------------------------------------- compiled cores
-
-def _hvp_core(loss_fn: LossFn, params: PyTree, v: PyTree) -> PyTree:
+def _hvp(loss_fn: LossFn, params: PyTree, v: PyTree) -> PyTree:
     return jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]
 
 
-def _batch_hvp(loss_fn: LossFn, params: PyTree, batch: PyTree, v: PyTree) -> PyTree:
-    return jax.jvp(lambda p: jax.grad(loss_fn)(p, batch), (params,), (v,))[1]
-
-
-def _num_leading(batches: PyTree) -> int:
-    """Static size of the leading (batch-index) axis of ``batches``."""
-    return int(jax.tree.leaves(batches)[0].shape[0])
-
-
-def _dataset_hvp_core(loss_fn: LossFn, params: PyTree, batches: PyTree, weights: Array,
-                      v: PyTree) -> PyTree:
-    """``sum_b weights_b H_b v`` in one ``lax.scan`` over the leading axis of ``batches``.
+def _weighted_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, sizes: Array,
+                  v: PyTree) -> PyTree:
+    """``sum_b sizes_b H_b v``: one ``lax.scan`` over the leading axis of ``batches``.
 
     A single batch skips the scan: XLA:CPU compiles weight-gradient convolutions inside a
-    ``scan`` body tens of times slower than outside one (measured in benchmarks/RESULTS.md).
+    ``scan`` body tens of times slower than outside one (benchmarks/RESULTS.md).
     """
-    if _num_leading(batches) == 1:
-        hv = _batch_hvp(loss_fn, params, jax.tree.map(lambda x: x[0], batches), v)
-        return jax.tree.map(lambda h: weights[0].astype(h.dtype) * h, hv)
+    def one(batch: PyTree, size: Array) -> PyTree:
+        hv = _hvp(lambda p: loss_fn(p, batch), params, v)
+        return jax.tree.map(lambda h: size.astype(h.dtype) * h, hv)
+
+    if jax.tree.leaves(batches)[0].shape[0] == 1:
+        return one(jax.tree.map(lambda x: x[0], batches), sizes[0])
 
     def body(acc: PyTree, xs: tuple[PyTree, Array]) -> tuple[PyTree, None]:
-        batch, w = xs
-        hv = _batch_hvp(loss_fn, params, batch, v)
-        return jax.tree.map(lambda a, h: a + w.astype(a.dtype) * h, acc, hv), None
+        return jax.tree.map(jnp.add, acc, one(*xs)), None
 
-    acc0 = jax.tree.map(jnp.zeros_like, v)
-    return jax.lax.scan(body, acc0, (batches, weights))[0]
-
-
-def _dataset_grad(loss_fn: LossFn, params: PyTree, batches: PyTree, weights: Array) -> PyTree:
-    """``sum_b weights_b grad L_b(params)`` in one ``lax.scan`` (the data-set gradient).
-
-    A single batch skips the scan, as in :func:`_dataset_hvp_core` (so its linearisation,
-    the amortised operator, has no loop either).
-    """
-    if _num_leading(batches) == 1:
-        g = jax.grad(loss_fn)(params, jax.tree.map(lambda x: x[0], batches))
-        return jax.tree.map(lambda x: weights[0].astype(x.dtype) * x, g)
-
-    def body(acc: PyTree, xs: tuple[PyTree, Array]) -> tuple[PyTree, None]:
-        batch, w = xs
-        g = jax.grad(loss_fn)(params, batch)
-        return jax.tree.map(lambda a, x: a + w.astype(a.dtype) * x, acc, g), None
-
-    acc0 = jax.tree.map(jnp.zeros_like, params)
-    return jax.lax.scan(body, acc0, (batches, weights))[0]
-
-
-_hvp_jit = jax.jit(_hvp_core, static_argnums=0)
-_dataset_hvp_jit = jax.jit(_dataset_hvp_core, static_argnums=0)
-
-
-def _all_finite(tree: PyTree) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+    return jax.lax.scan(body, jax.tree.map(jnp.zeros_like, v), (batches, sizes))[0]
 
 
 @jax.jit(static_argnums=0)
 def _hvp_checked(loss_fn: LossFn, params: PyTree, v: PyTree) -> tuple[PyTree, Array]:
-    """``H v`` and one all-finite flag over ``params``, ``v`` and ``H v``, in one program.
-
-    The flag's reductions fuse into the product's program, so :func:`hvp` validates values
-    with a single device-to-host transfer of one bool instead of separate programs and syncs
-    before the product.
-    """
-    hv = _hvp_core(loss_fn, params, v)
-    return hv, _all_finite((params, v, hv))
+    """``H v`` and one all-finite flag over ``params``, ``v`` and ``H v``, in one program."""
+    hv = _hvp(loss_fn, params, v)
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, v, hv))]
+    return hv, jnp.all(jnp.stack(flags))
 
 
-@jax.jit(static_argnums=0)
-def _linearize_single(loss_fn: LossFn, params: PyTree) -> Partial:
-    return jax.linearize(jax.grad(loss_fn), params)[1]
-
-
-@jax.jit(static_argnums=0)
-def _linearize_dataset(loss_fn: LossFn, params: PyTree, batches: PyTree,
-                       weights: Array) -> Partial:
-    return jax.linearize(lambda p: _dataset_grad(loss_fn, p, batches, weights), params)[1]
-
-
-@jax.jit
-def _apply_linear(f_jvp: Partial, v: PyTree) -> PyTree:
-    return f_jvp(v)
-
-
-@dataclasses.dataclass(frozen=True)
-class _SingleHVP:
-    """Static part of a one-loss operator; equal (same compiled program) for the same loss_fn."""
-
-    loss_fn: LossFn
-
-    def __call__(self, params: PyTree, v: PyTree) -> PyTree:
-        return _hvp_jit(self.loss_fn, params, v)
-
-
-@dataclasses.dataclass(frozen=True)
-class _DatasetHVP:
-    """Static part of a data-set operator; equal for the same loss_fn."""
-
-    loss_fn: LossFn
-
-    def __call__(self, params: PyTree, batches: PyTree, weights: Array, v: PyTree) -> PyTree:
-        return _dataset_hvp_jit(self.loss_fn, params, batches, weights, v)
-
-
-# --------------------------------------------------------------------------- validation
-
-def _same_layout(params: PyTree, v: PyTree) -> bool:
-    """Fast path: same tree structure and leaf shapes/dtypes (array leaves only)."""
-    pl, pt = jax.tree.flatten(params)
-    vl, vt = jax.tree.flatten(v)
-    return pt == vt and all(
-        isinstance(a, jax.Array) and isinstance(b, jax.Array) and a.shape == b.shape
-        and a.dtype == b.dtype and jnp.issubdtype(a.dtype, jnp.floating)
-        for a, b in zip(pl, vl, strict=True))
-
-
-def _check_v_layout(params: PyTree, v: PyTree) -> None:
-    """Structure, shapes and dtypes of ``v`` against ``params`` (no values inspected)."""
-    if _same_layout(params, v):
-        return
+def _check_v(params: PyTree, v: PyTree) -> None:
+    """Structure, shapes and dtypes of ``v`` against ``params`` (no values read)."""
     check_same_structure(params, v, "params", "v")
     for n, p, x in zip(leaf_names(params), jax.tree.leaves(params), jax.tree.leaves(v),
                        strict=True):
@@ -175,54 +87,17 @@ def _check_v_layout(params: PyTree, v: PyTree) -> None:
                             f"{jnp.result_type(p)} (tangents must match the primal dtype)")
 
 
-def _check_v(params: PyTree, v: PyTree) -> None:
-    _check_v_layout(params, v)
-    check_tree(v, "v")
-
-
-def _num_batches(batches: PyTree) -> int:
-    leaves = jax.tree.leaves(batches)
-    if not leaves:
-        raise ValueError("batches must be a non-empty pytree of arrays with a leading "
-                         "batch-index axis (num_batches, ...)")
-    sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
-    if -1 in sizes or len(sizes) != 1:
-        raise ValueError("batches leaves must all share a leading batch-index axis "
-                         f"(num_batches, ...); got leading sizes {sorted(sizes)}")
-    (nb,) = sizes
-    if nb < 1:
-        raise ValueError("batches must hold at least one batch (leading axis >= 1)")
-    return nb
-
-
-def _batch_weights(batches: PyTree, batch_sizes: Any, dtype: Any) -> Array:
-    """Normalised weights ``n_b / sum n_b`` (equal when ``batch_sizes`` is None)."""
-    nb = _num_batches(batches)
-    if batch_sizes is None:
-        return jnp.full((nb,), 1.0 / nb, dtype)
-    sizes = jnp.asarray(batch_sizes)
-    if sizes.shape != (nb,):
-        raise ValueError(f"batch_sizes must have shape (num_batches,) = ({nb},), "
-                         f"got {sizes.shape}")
-    if is_concrete(sizes):
-        s = np.asarray(sizes, dtype=np.float64)
-        if not np.all(np.isfinite(s)) or np.any(s <= 0):
-            raise ValueError("batch_sizes must be finite and > 0 (number of examples n_b)")
-    sizes = sizes.astype(dtype)
-    return sizes / jnp.sum(sizes)
-
-
-# --------------------------------------------------------------------------- public API
-
 def hvp(loss_fn: LossFn, params: PyTree, v: PyTree) -> PyTree:
     """Hessian-vector product ``H v`` of ``loss_fn(params) -> scalar`` (SPEC 1.1).
 
     Forward-over-reverse, ``jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]``, for any pytree;
-    ``v`` has the structure, shapes and dtypes of ``params``. The product is compiled once per
-    ``loss_fn`` object (``params`` and ``v`` are jit arguments), so reuse the same ``loss_fn``.
-    NaN/Inf in ``params``, ``v`` or the product raise ``ValueError`` (one flag computed in the
-    product's own program; skipped under the caller's ``jit``/``vmap``).
-    For a model with state, ``loss_fn`` fixes the mode (the toolkit's default: inference).
+    ``v`` has the structure, shapes and dtypes of ``params``. Called on arrays, the product is
+    compiled once per ``loss_fn`` object and NaN/Inf in ``params``, ``v`` or the product raise
+    ``ValueError`` (one flag computed in the product's own program). Called under a trace (the
+    caller's ``jit``/``vmap``, or inside a matvec given to :func:`lanczos` and friends, e.g.
+    ``lambda v: hvp(loss, params, v)``) it is inlined, so that the toolkit hoists the arrays
+    that ``loss_fn`` closes over. For a model with state, ``loss_fn`` fixes the mode (the
+    toolkit's default: inference).
 
     Example:
         >>> loss = lambda p: jnp.sum(p["w"] ** 3)
@@ -231,49 +106,82 @@ def hvp(loss_fn: LossFn, params: PyTree, v: PyTree) -> PyTree:
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    if not jax.tree.leaves(params):
-        raise ValueError("params must be a non-empty pytree of arrays")
-    if not _same_layout(params, v):  # the detailed checks, naming the offending leaf
-        check_floating(params, "params")
-        _check_v_layout(params, v)
-    if not is_concrete((params, v)):  # under the caller's jit/vmap: no value checks
-        return _hvp_jit(loss_fn, params, v)
+    check_tree(params, "params")
+    check_no_explicit_mesh((params, v), "params and v")
+    _check_v(params, v)
+    if not is_concrete((params, v)):
+        return _hvp(loss_fn, params, v)
     hv, ok = _hvp_checked(loss_fn, params, v)
     if not bool(ok):
-        check_tree(params, "params")  # these raise, naming the offending leaf
-        check_tree(v, "v")
+        check_finite(params, "params")  # these raise, naming the offending leaf
+        check_finite(v, "v")
         raise ValueError("the HVP produced NaN or Inf for finite params and v; check loss_fn "
                          "(e.g. log of 0, overflow)")
     return hv
 
 
+def _sizes(batches: PyTree, batch_sizes: Any, dtype: Any) -> Array:
+    """``n_b`` as an array of shape ``(num_batches,)`` (ones by default), validated."""
+    leaves = jax.tree.leaves(batches)
+    lead = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
+    if not leaves or -1 in lead or len(lead) != 1 or min(lead) < 1:
+        raise ValueError("batches must be a non-empty pytree whose leaves all share a leading "
+                         f"batch-index axis (num_batches >= 1, ...); got {sorted(lead)}")
+    (num,) = lead
+    if batch_sizes is None:
+        return jnp.ones((num,), dtype)
+    if np.shape(batch_sizes) != (num,):
+        raise ValueError(f"batch_sizes must have shape (num_batches,) = ({num},), got "
+                         f"{np.shape(batch_sizes)}")
+    if not isinstance(batch_sizes, jax.Array):  # host values: checked without a device sync
+        host = np.asarray(batch_sizes, np.float64)
+        if not np.all(np.isfinite(host)) or np.any(host <= 0):
+            raise ValueError("batch_sizes must be finite and > 0 (number of examples n_b)")
+    return jnp.asarray(batch_sizes, dtype)
+
+
+def _on_mesh(params: PyTree, mesh: Mesh) -> PyTree:
+    """``params`` with every leaf not yet on ``mesh`` replicated on it."""
+    placed = jax.tree.map(lambda x: isinstance(getattr(x, "sharding", None), NamedSharding)
+                          and x.sharding.mesh == mesh, params)
+    if all(jax.tree.leaves(placed)):
+        return params
+    return jax.tree.map(lambda x, ok: x if ok else replicate(x, mesh), params, placed)
+
+
 def hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree | None = None, *,
-                 batch_sizes: Any = None, linearize: bool = False) -> Partial:
+                 batch_sizes: Any = None, mesh: Mesh | None = None,
+                 data_axis: str = DATA_AXIS, process_local: bool = False,
+                 linearize: bool | str = "auto", memory_budget: int | None = None) -> Partial:
     """The operator ``v -> H v`` at ``params`` as a :class:`~jax.tree_util.Partial` (SPEC 1.1).
 
     - ``batches is None``: ``loss_fn(params) -> scalar``.
-    - otherwise ``loss_fn(params, batch) -> scalar`` (the mean loss of one batch) and
-      ``batches`` is a pytree whose leaves have a leading batch-index axis
-      ``(num_batches, ...)``; the operator is the exact full-data-set HVP
-      ``(sum_b n_b H_b v) / (sum_b n_b)``, one ``lax.scan`` over the batches. ``batch_sizes``
-      gives ``n_b`` (shape ``(num_batches,)``; default: equal sizes). For one batch, give it
-      a leading axis of 1 (``jax.tree.map(lambda x: x[None], batch)``); do not close over it.
+    - otherwise ``loss_fn(params, batch) -> scalar`` is the mean loss of one batch and
+      ``batches`` a pytree whose leaves have a leading batch-index axis ``(num_batches, ...)``;
+      the operator is the exact full-data-set HVP ``(sum_b n_b H_b v) / (sum_b n_b)``, one
+      ``lax.scan``. ``batch_sizes`` gives ``n_b`` (shape ``(num_batches,)``; default equal).
+    - ``mesh`` (with ``batches``): data parallel. The batches are split over the mesh axis
+      ``data_axis`` (:func:`prune_jax.sharding.shard_batches`: padded with zero-size batches
+      to a multiple of its size; ``process_local=True``: each process passes only its own
+      batches, multi-host), each device scans its own, and one ``psum`` adds the partial sums.
+      ``params`` may be replicated or sharded over the other axes
+      (:func:`prune_jax.sharding.shard_params`); leaves not on ``mesh`` are replicated on it.
+      ``docs/scaling.md``.
 
-    ``linearize=False`` (default): every product recomputes the forward and backward pass of
-    each batch (memory: one batch's activations). ``linearize=True`` (the amortised form):
-    the gradient is linearised once, here, with ``jax.linearize``, and each product runs only
-    the tangent pass. With many batches the linearisation is of the whole scan, so the stored
-    residuals are those of *every* batch (roughly the forward activations of the whole data
-    set, held on the device for the operator's lifetime); use it when they fit.
+    ``linearize`` (SPEC 1.1, amortised products): ``True`` linearises the product once, here
+    (``jax.linearize``: the forward and backward passes at ``params`` run once, and each
+    product runs only the tangent pass, reading their stored residuals: about the forward
+    activations of every batch, held for the operator's lifetime); ``False`` recomputes
+    them in every product (memory: one batch's activations); ``"auto"`` (default)
+    linearises when the residuals, sized with :func:`jax.eval_shape` (per device on a mesh),
+    fit in ``memory_budget`` bytes (default: a quarter of the device memory where the
+    backend reports it, an eighth of the host RAM on CPU), else falls back to ``False``.
 
-    The returned ``Partial``'s leaves are ``params``, ``batches`` and the weights (or the
-    linearisation residuals), so passing it to a jitted function makes them traced arguments
-    and reuses the compiled program for new values of the same shapes. BatchNorm/dropout
-    models: ``loss_fn`` fixes the mode; the toolkit's default is inference mode.
+    The result's leaves are the parameters, batches and sizes (or the residuals): passed to a
+    jitted routine they are traced arguments, and an operator with new values of the same
+    shapes reuses its compiled programs. BatchNorm/dropout: ``loss_fn`` fixes the mode.
 
     Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from prune_jax.curvature import top_eigenvalues
         >>> loss = lambda p, b: jnp.mean((b @ p) ** 2)      # here H = 2 * ones((3, 3))
         >>> op = hvp_operator(loss, jnp.ones(3), jnp.ones((4, 8, 3)))  # 4 batches of 8
         >>> op(jnp.array([1.0, 0.0, 0.0]))
@@ -284,38 +192,65 @@ def hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree | None = None,
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    if not isinstance(linearize, bool):
-        raise TypeError(f"linearize must be a bool, got {type(linearize).__name__}")
+    if not (isinstance(linearize, bool) or linearize == "auto"):
+        raise TypeError(f"linearize must be True, False or 'auto', got {linearize!r}")
+    if memory_budget is not None:
+        memory_budget = check_int(memory_budget, "memory_budget", low=0)
     check_tree(params, "params")
+    check_no_explicit_mesh((params, batches), "params and batches")
+    process_local = check_bool(process_local, "process_local")
     if batches is None:
-        if batch_sizes is not None:
-            raise ValueError("batch_sizes was given without batches")
-        if linearize:
-            return Partial(_apply_linear, _linearize_single(loss_fn, params))
-        return Partial(_SingleHVP(loss_fn), params)
+        if batch_sizes is not None or mesh is not None:
+            raise ValueError("batch_sizes and mesh need batches (loss_fn(params, batch))")
+        return as_operator(lambda v: _hvp(loss_fn, params, v), params, linearize=linearize,
+                           memory_budget=memory_budget, like_name="params")
     dtype = jnp.result_type(*jax.tree.leaves(params))
-    weights = _batch_weights(batches, batch_sizes, dtype)
-    if linearize:
-        return Partial(_apply_linear, _linearize_dataset(loss_fn, params, batches, weights))
-    return Partial(_DatasetHVP(loss_fn), params, batches, weights)
+    if mesh is None:
+        sizes = _sizes(batches, batch_sizes, dtype)
+
+        def matvec(v: PyTree) -> PyTree:
+            hv = _weighted_hvp(loss_fn, params, batches, sizes, v)
+            return jax.tree.map(lambda h: h / jnp.sum(sizes).astype(h.dtype), hv)
+
+        return as_operator(matvec, params, linearize=linearize, memory_budget=memory_budget,
+                           like_name="params")
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh (e.g. prune_jax.sharding."
+                        f"make_mesh()) or None, got {type(mesh).__name__}")
+    check_axis(mesh, data_axis, "data_axis")
+    placed = shard_batches(batches, mesh, data_axis, batch_sizes=batch_sizes, dtype=dtype,
+                           process_local=process_local)
+    params = _on_mesh(params, mesh)
+
+    def local(params: PyTree, batches: PyTree, sizes: Array, v: PyTree) -> PyTree:
+        hv, total = jax.lax.psum((_weighted_hvp(loss_fn, params, batches, sizes, v),
+                                  jnp.sum(sizes)), data_axis)
+        return jax.tree.map(lambda h: h / total.astype(h.dtype), hv)
+
+    # check_vma=False on purpose: with varying-manual-axes checks, autodiff would already sum
+    # the gradient w.r.t. the replicated params across data_axis (the transpose of the
+    # implicit pvary is a psum), and the explicit psum of SPEC 1.1 would count it twice.
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(data_axis), P(data_axis), P()),
+                            out_specs=P(), axis_names={data_axis}, check_vma=False)
+    return as_operator(lambda v: sharded(params, placed.batches, placed.sizes, v), params,
+                       linearize=linearize, memory_budget=memory_budget,
+                       devices=mesh.shape[data_axis], like_name="params")
 
 
-@on_auto_mesh
 def dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, v: PyTree, *,
                 batch_sizes: Any = None) -> PyTree:
-    """Exact full-data-set HVP ``(sum_b n_b H_b v) / (sum_b n_b)`` (SPEC 1.1).
+    """One exact full-data-set HVP ``(sum_b n_b H_b v) / (sum_b n_b)`` (SPEC 1.1).
 
-    ``loss_fn(params, batch)`` is the mean loss of one batch; ``batches`` has leaves with a
-    leading batch-index axis ``(num_batches, ...)``; ``batch_sizes`` gives ``n_b`` (default:
-    equal). One ``lax.scan`` over the batches, compiled once per ``loss_fn`` object, with
-    ``params``, ``batches`` and ``v`` as jit arguments. Equals the HVP of the size-weighted
-    mean loss over the concatenated data.
+    ``hvp_operator(loss_fn, params, batches, batch_sizes=..., linearize=False)(v)``: for one
+    product; build the operator once for many. Equals the HVP of the size-weighted mean loss
+    over the concatenated data.
 
     Example:
         >>> loss = lambda p, b: jnp.mean((b @ p) ** 2)
         >>> dataset_hvp(loss, jnp.ones(2), jnp.ones((3, 5, 2)), jnp.array([1.0, 0.0]))
         Array([2., 2.], dtype=float32)
     """
-    op = hvp_operator(loss_fn, params, batches, batch_sizes=batch_sizes)
+    check_tree(params, "params")
     _check_v(params, v)
-    return op(v)
+    return hvp_operator(loss_fn, params, batches, batch_sizes=batch_sizes,
+                        linearize=False)(v)

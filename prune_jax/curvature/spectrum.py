@@ -1,55 +1,62 @@
 """What is estimated from Lanczos (SPEC 1.3): top eigenpairs, the trace, the spectral density.
 
-The spectral density is returned as its raw Gauss quadrature (:class:`SpectralQuadrature`:
-nodes ``theta_k^(l)`` and weights ``tau_k^(l)`` per probe ``l``). Every quantity of the form
-``(1/D) sum_i f(lambda_i)`` is computed from it by quadrature, never through a gridded density;
-:meth:`SpectralQuadrature.density` is a smoothed view for plots only.
+Every estimator is a composition, in the style of matfree's ``stochtrace``: a *sampler* (a
+Rademacher probe and a Lanczos restart seed from one key), an *integrand* (what one probe
+computes: ``z^T A z``, or a Lanczos run) and ``estimator``, which maps the integrand over
+``num_probes`` keys (``vmap``, chunked with ``lax.map``) inside one compiled program. The
+same ``key`` gives the same probes to :func:`hutchinson_trace`, :func:`slq` and
+:func:`estimate_spectrum`. ``T_m`` is diagonalised on the host in float64.
 
-Probes are Rademacher vectors, batched with ``vmap`` and chunked with
-``lax.map(..., batch_size=...)``; the same ``key`` gives the same probes to
-:func:`hutchinson_trace` and :func:`slq`.
+The spectral density is returned as its raw Gauss quadrature (:class:`SpectralQuadrature`);
+every quantity of the form ``(1/D) sum_i f(lambda_i)`` is computed from it by quadrature,
+never through a gridded density; :meth:`SpectralQuadrature.density` is a view for plots.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
-from jax.tree_util import Partial
 
-from prune_jax.curvature._checks import (
-    LikeSpec,
-    Matvec,
-    as_operator,
+from prune_jax.curvature.hoist import amortised, prepare
+from prune_jax.curvature.layout import Basis, FlatLayout, dot
+from prune_jax.curvature.offload import block_rows
+from prune_jax.curvature.tridiag import (
+    LanczosResult,
     check_finite_result,
-    check_int,
-    check_key,
-    check_operator_output,
-    map_chunked,
-)
-from prune_jax.curvature._layout import FlatLayout, layout_operator, resolve_mesh
-from prune_jax.curvature.lanczos import (
-    DeviceBasis,
-    HostBasis,
-    lanczos_plain,
-    lanczos_reorth,
-    offload_block_rows,
-    resolve_tol,
+    default_tol,
+    lanczos_tridiag,
+    storage,
     tridiagonal_eigh,
 )
-from prune_jax.tree import Array, PyTree, on_auto_mesh
+from prune_jax.tree import Array, PyTree, ravel
+from prune_jax.validate import (
+    check_bool,
+    check_fraction,
+    check_int,
+    check_key,
+    check_positive,
+    check_tree,
+)
 
 __all__ = [
     "Estimate",
     "SpectralQuadrature",
+    "Spectrum",
     "TopEigenpairs",
     "TraceEstimate",
+    "compiled",
+    "estimate_spectrum",
+    "estimator",
+    "flat_operator",
     "hutchinson_trace",
+    "map_chunked",
     "slq",
+    "spec_of",
     "top_eigenvalues",
 ]
 
@@ -66,12 +73,12 @@ class Estimate(NamedTuple):
 
 
 class TraceEstimate(NamedTuple):
-    """Hutchinson trace estimate ``tr H ~ mean_l z_l^T H z_l`` (SPEC 1.3).
+    """Trace estimate ``tr H ~ mean_l s_l`` with its standard error (SPEC 1.3).
 
     Attributes:
-        estimate: the mean over probes.
-        stderr: standard error of the mean (sample std / sqrt(num_probes); NaN for 1 probe).
-        samples: ``(num_probes,)`` the individual ``z_l^T H z_l``.
+        estimate: the mean of the samples.
+        stderr: its standard error (sample std / sqrt(n); NaN for one sample).
+        samples: the individual samples ``s_l`` (Hutchinson: ``z_l^T H z_l``).
     """
 
     estimate: float
@@ -86,14 +93,13 @@ class TopEigenpairs(NamedTuple):
         eigenvalues: ``(k,)`` float64 Ritz values ``theta_k``, descending.
         eigenvectors: unit Ritz vectors ``y_k`` as a pytree shaped like ``like`` with a leading
             axis ``k``.
-        residuals: ``(k,)`` float64 *true* residual norms ``||H y_k - theta_k y_k||_2`` of the
-            returned vectors, from ``k`` extra products with the operator: the convergence
-            certificate. They are computed in the operator's dtype, so they have a rounding
-            floor of about ``eps ||H||`` (``~1e-7 ||H||`` in float32).
-        lanczos_residuals: ``(k,)`` float64 Lanczos estimates ``|beta_m s_{m,k}|`` (SPEC 1.2)
-            from the float64 tridiagonal ``T_m``. They equal the true residuals in exact
-            arithmetic but ignore rounding in the basis: a converged pair may show 0 or
-            ``1e-30`` here while its true residual is at the rounding floor.
+        residuals: ``(k,)`` float64 true residual norms ``||H y_k - theta_k y_k||_2`` of the
+            returned vectors, from ``k`` extra products: the convergence certificate (some
+            eigenvalue of ``H`` lies within it of ``theta_k``), with a rounding floor of about
+            ``eps ||H||`` in the operator's dtype.
+        lanczos_residuals: ``(k,)`` float64 Lanczos bounds ``|beta_m s_{m,k}|`` (SPEC 1.2) from
+            the float64 ``T_m``: equal to the true residuals in exact arithmetic, they ignore
+            rounding (a converged pair may show 0 here).
     """
 
     eigenvalues: np.ndarray
@@ -109,7 +115,8 @@ class SpectralQuadrature(NamedTuple):
 
     Attributes:
         nodes: ``(num_probes, num_steps)`` float64 Ritz values ``theta_k^(l)``.
-        weights: ``(num_probes, num_steps)`` float64 weights ``tau_k^(l)``; rows sum to 1.
+        weights: ``(num_probes, num_steps)`` float64 weights ``tau_k^(l)``; rows sum to 1
+            (a shorter run is padded with zero-weight nodes at 0).
         dim: the dimension ``D`` of the operator.
     """
 
@@ -124,14 +131,11 @@ class SpectralQuadrature(NamedTuple):
 
     @property
     def num_steps(self) -> int:
-        """Number of Lanczos steps ``m`` (nodes per probe)."""
+        """Number of nodes per probe (the Lanczos steps ``m``)."""
         return int(self.nodes.shape[1])
 
     def per_probe(self, f: Callable[[np.ndarray], Any]) -> np.ndarray:
-        """``(num_probes,)`` quadratures ``sum_k tau_k^(l) f(theta_k^(l))``.
-
-        ``f`` is applied elementwise to the float64 node array (numpy or jax functions).
-        """
+        """``(num_probes,)`` quadratures ``sum_k tau_k^(l) f(theta_k^(l))`` (``f`` elementwise)."""
         values = np.asarray(f(self.nodes), dtype=np.float64)
         if values.shape != self.nodes.shape:
             raise ValueError(f"f must act elementwise: f(nodes) has shape {values.shape}, "
@@ -142,7 +146,6 @@ class SpectralQuadrature(NamedTuple):
         """Quadrature estimate of ``(1/D) sum_i f(lambda_i)``, averaged over probes.
 
         Example:
-            >>> import numpy as np
             >>> q = SpectralQuadrature(np.array([[1.0, 3.0]]), np.array([[0.5, 0.5]]), dim=4)
             >>> q.expect(lambda x: x) * q.dim        # trace estimate
             8.0
@@ -153,14 +156,11 @@ class SpectralQuadrature(NamedTuple):
 
     def stderr(self, f: Callable[[np.ndarray], Any]) -> float:
         """Standard error of :meth:`expect` across probes (NaN for a single probe)."""
-        samples = self.per_probe(f)
-        if samples.size < 2:
-            return float("nan")
-        return float(np.std(samples, ddof=1) / np.sqrt(samples.size))
+        return _mean_stderr(self.per_probe(f))[1]
 
     def estimate(self, f: Callable[[np.ndarray], Any]) -> Estimate:
         """:meth:`expect` and :meth:`stderr` together."""
-        return Estimate(self.expect(f), self.stderr(f))
+        return Estimate(*_mean_stderr(self.per_probe(f)))
 
     def density(self, grid: Any, sigma: float) -> np.ndarray:
         """Gaussian-kernel smoothed density on ``grid`` (width ``sigma``); for plots only.
@@ -170,211 +170,262 @@ class SpectralQuadrature(NamedTuple):
         """
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        x = np.asarray(grid, dtype=np.float64)
-        z = (x[..., None, None] - self.nodes) / sigma
+        z = (np.asarray(grid, dtype=np.float64)[..., None, None] - self.nodes) / sigma
         kern = np.exp(-0.5 * z * z) / (sigma * np.sqrt(2.0 * np.pi))
         return np.sum(kern * self.weights, axis=(-2, -1)) / self.num_probes
 
 
-# --------------------------------------------------------------------------- compiled cores
+class Spectrum(NamedTuple):
+    """The three things one set of Lanczos runs gives (:func:`estimate_spectrum`, SPEC 1.3).
 
-def _probe(key: Array, dim: int, dtype: Any) -> tuple[Array, Array]:
-    """Rademacher probe for one probe key, and the key left for Lanczos restarts."""
-    kz, kr = jax.random.split(key)
-    return jax.random.rademacher(kz, (dim,), dtype=dtype), kr
-
-
-def _layout(spec: LikeSpec, layout: FlatLayout | None) -> FlatLayout:
-    return FlatLayout.of(spec.size, None) if layout is None else layout
-
-
-@jax.jit(static_argnames=("spec", "num_probes", "batch_size", "layout"))
-def _hutchinson_jit(matvec: Partial, key: Array, *, spec: LikeSpec, num_probes: int,
-                    batch_size: int, layout: FlatLayout | None = None) -> Array:
-    layout = _layout(spec, layout)
-    op = layout_operator(matvec, spec.unravel(), spec.dtype, layout)
-
-    def one(k: Array) -> Array:
-        z = layout.pad(_probe(k, spec.size, spec.dtype)[0])
-        return jnp.vdot(z, op(z), precision=jax.lax.Precision.HIGHEST)
-
-    return map_chunked(one, jax.random.split(key, num_probes), batch_size)
-
-
-@jax.jit(static_argnames=("spec", "num_probes", "num_steps", "reorthogonalize", "tol",
-                          "batch_size", "layout", "offload"))
-def _slq_jit(matvec: Partial, key: Array, *, spec: LikeSpec, num_probes: int, num_steps: int,
-             reorthogonalize: bool, tol: float, batch_size: int,
-             layout: FlatLayout | None = None, offload: bool = False) -> tuple[Array, Array]:
-    layout = _layout(spec, layout)
-    op = layout_operator(matvec, spec.unravel(), spec.dtype, layout)
-    storage = (HostBasis if offload else DeviceBasis).for_steps(layout, num_steps)
-
-    def one(k: Array) -> tuple[Array, Array]:
-        z, kr = _probe(k, spec.size, spec.dtype)
-        z = layout.pad(z)
-        if reorthogonalize:
-            alphas, betas, _ = lanczos_reorth(op, z, kr, num_steps, tol, layout=layout,
-                                              storage=storage)
-        else:
-            alphas, betas, _ = lanczos_plain(op, z, num_steps, tol, layout=layout)
-        return alphas, betas
-
-    return map_chunked(one, jax.random.split(key, num_probes), batch_size, sequential=offload)
-
-
-@jax.jit(static_argnames=("spec", "num_steps", "tol", "layout", "offload"))
-def _top_jit(matvec: Partial, key: Array, *, spec: LikeSpec, num_steps: int,
-             tol: float, layout: FlatLayout | None = None,
-             offload: bool = False) -> tuple[Array, Array, Array]:
-    layout = _layout(spec, layout)
-    op = layout_operator(matvec, spec.unravel(), spec.dtype, layout)
-    storage = (HostBasis if offload else DeviceBasis).for_steps(layout, num_steps)
-    z, kr = _probe(key, spec.size, spec.dtype)
-    return lanczos_reorth(op, layout.pad(z), kr, num_steps, tol, layout=layout,
-                          storage=storage)
-
-
-def _unit_pairs(matvec: Partial, vectors: Array, thetas: Array, *, spec: LikeSpec,
-                layout: FlatLayout, batch_size: int) -> tuple[PyTree, Array]:
-    """Normalise the flat (padded) Ritz vectors and compute ``||H y - theta y||_2`` for each.
-
-    The ``k`` products with the operator are vmapped (chunked with ``lax.map`` when
-    ``batch_size < k``); padding entries are zero in ``y`` and in ``H y``.
+    Attributes:
+        top: the top-``k`` eigenpairs of the first probe's run, with residuals.
+        trace: the trace (Hutchinson, deflated Hutch++-style where that lowers the variance).
+        quadrature: the spectral density's quadrature over every probe (as :func:`slq`).
     """
-    op = layout_operator(matvec, spec.unravel(), spec.dtype, layout)
-    norms = jnp.linalg.norm(vectors, axis=-1, keepdims=True)
-    vectors = layout.constrain(vectors / jnp.where(norms > 0, norms, 1).astype(vectors.dtype))
 
-    def residual(yt: tuple[Array, Array]) -> Array:
-        y, theta = yt
-        return jnp.linalg.norm(op(y) - theta.astype(y.dtype) * y)
-
-    if batch_size >= thetas.shape[0]:
-        res = jax.vmap(residual)((vectors, thetas))
-    else:
-        res = jax.lax.map(residual, (vectors, thetas), batch_size=batch_size)
-    return jax.vmap(spec.unravel())(layout.unpad(vectors)), res
+    top: TopEigenpairs
+    trace: TraceEstimate
+    quadrature: SpectralQuadrature
 
 
-@jax.jit(static_argnames=("spec", "layout", "batch_size"))
-def _ritz_pairs(matvec: Partial, basis: Array, coeffs: Array, thetas: Array, *,
-                spec: LikeSpec, layout: FlatLayout | None = None,
-                batch_size: int = 1) -> tuple[PyTree, Array]:
-    """Unit Ritz vectors ``S^T Q`` and their true residuals, from a device basis."""
-    layout = _layout(spec, layout)
-    vectors = jnp.matmul(coeffs.astype(basis.dtype), basis, precision=jax.lax.Precision.HIGHEST)
-    return _unit_pairs(matvec, layout.constrain(vectors), thetas, spec=spec, layout=layout,
-                       batch_size=batch_size)
+def _mean_stderr(samples: np.ndarray) -> tuple[float, float]:
+    s = np.asarray(samples, dtype=np.float64)
+    se = float(np.std(s, ddof=1) / np.sqrt(s.size)) if s.size > 1 else float("nan")
+    return float(np.mean(s)), se
 
 
-@jax.jit(static_argnames=("spec", "layout", "batch_size"))
-def _ritz_pairs_offloaded(matvec: Partial, basis: Array, coeffs: Array, thetas: Array, *,
-                          spec: LikeSpec, layout: FlatLayout,
-                          batch_size: int = 1) -> tuple[PyTree, Array]:
-    """``S^T Q`` from a host-memory basis, one block of rows at a time (``HostBasis``), then
-    as :func:`_ritz_pairs` (the residual products do not touch the host basis)."""
-    storage = HostBasis.for_steps(layout, coeffs.shape[1])
-    block = storage.block
-    rows = basis.shape[0]
-    coeffs = jnp.pad(coeffs.astype(basis.dtype), ((0, 0), (0, rows - coeffs.shape[1])))
+# --------------------------------------------------------------------------- composition
 
-    def body(b: Array, acc: Array) -> Array:
-        c = jax.lax.dynamic_slice_in_dim(coeffs, b * block, block, 1)
-        return acc + jnp.matmul(c, storage.block_rows(basis, b),
-                                precision=jax.lax.Precision.HIGHEST)
-
-    acc0 = layout.constrain(jnp.zeros((coeffs.shape[0], basis.shape[1]), basis.dtype))
-    vectors = jax.lax.fori_loop(0, rows // block, body, acc0)
-    return _unit_pairs(matvec, vectors, thetas, spec=spec, layout=layout,
-                       batch_size=batch_size)
+def map_chunked(f: Callable[[Any], Any], xs: Any, batch_size: int, *,
+                sequential: bool = False) -> Any:
+    """``vmap`` of ``f`` over the leading axis of ``xs``, in ``lax.map`` chunks of
+    ``batch_size``; ``sequential=True`` or ``batch_size == 1``: a plain ``lax.map``."""
+    n = jax.tree.leaves(xs)[0].shape[0]
+    if sequential or batch_size == 1:
+        return jax.lax.map(f, xs)
+    if batch_size >= n:
+        return jax.vmap(f)(xs)
+    return jax.lax.map(f, xs, batch_size=batch_size)
 
 
-# --------------------------------------------------------------------------- validation
+def sampler(layout: FlatLayout, dtype: Any) -> Callable[[Array], tuple[Array, Array]]:
+    """``key -> (z, g)``: a padded Gaussian ``g`` (the Lanczos restart seed) and the
+    Rademacher probe ``z = sign(g)``; one random-number kernel per program."""
+    def sample(key: Array) -> tuple[Array, Array]:
+        g = layout.pad(jax.random.normal(key, (layout.dim,), dtype))
+        return jnp.sign(g), g
 
-def _setup(matvec: Matvec, like: PyTree, key: Any) -> tuple[Partial, LikeSpec, Array]:
-    op = as_operator(matvec)
-    spec = LikeSpec.of(like)
-    check_operator_output(op, spec.zeros_struct())
-    return op, spec, check_key(key)
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
+    return sample
 
 
-def _platform(layout: FlatLayout) -> str:
-    """Platform (``"cpu"``, ``"gpu"``, ``"tpu"``) of the devices the Lanczos vectors live on."""
-    if layout.mesh is not None:
-        return str(layout.mesh.devices.flat[0].platform)
-    return jax.default_backend()
+def estimator(integrand: Callable[[Array], Any], *, num_probes: int, batch_size: int,
+              sequential: bool = False) -> Callable[[Array], Any]:
+    """``key -> integrand`` over ``num_probes`` independent keys, stacked (inside ``jit``)."""
+    def estimate(key: Array) -> Any:
+        return map_chunked(integrand, jax.random.split(key, num_probes), batch_size,
+                           sequential=sequential)
+
+    return estimate
 
 
-def _chunk(batch_size: int | None, num_probes: int, per_probe_bytes: int,
-           max_memory_bytes: int, platform: str) -> int:
-    """Probes per vmapped chunk: ``batch_size``, or the default from the memory budget.
+def integrand_quadform(matvec: Callable[[Array], Array],
+                       sample: Callable[[Array], tuple[Array, Array]]) -> Callable[..., Array]:
+    """``key -> z^T A z`` (Hutchinson)."""
+    def integrand(key: Array) -> Array:
+        z = sample(key)[0]
+        return dot(z, matvec(z))
 
-    The default on CPU is 1 (probes one after the other, no ``vmap``): XLA:CPU runs the
-    batched re-orthogonalisation 1.3 to 3 times slower than the same probes in sequence
-    (``benchmarks/bench_probes.py``). On accelerators it is the largest chunk that fits.
-    """
-    if batch_size is not None:
-        return check_int(batch_size, "batch_size", low=1)
-    max_memory_bytes = check_int(max_memory_bytes, "max_memory_bytes", low=1)
-    if platform == "cpu":
-        return 1
-    return int(max(1, min(num_probes, max_memory_bytes // max(per_probe_bytes, 1))))
+    return integrand
 
 
-def probe_device_rows(num_steps: int, reorthogonalize: bool, offload_basis: bool) -> int:
-    """Flat vectors of length ``D_pad / n`` one SLQ probe keeps on each device (estimate).
+def integrand_tridiag(matvec: Callable[[Array], Array],
+                      sample: Callable[[Array], tuple[Array, Array]],
+                      run: Callable[..., LanczosResult],
+                      deflate: Array | None = None) -> Callable[..., tuple[Array, ...]]:
+    """``key -> (alphas, betas[, deflate @ z])``: one Lanczos run from the probe (SLQ)."""
+    def integrand(key: Array) -> tuple[Array, ...]:
+        z, g = sample(key)
+        res = run(matvec, z, g)
+        return (res.alphas, res.betas) + (() if deflate is None else (dot(deflate, z),))
 
-    The stored basis (``m + 1`` rows, padded to whole blocks: fewer extra rows than blocks)
-    when it is on the device, a streamed block of it when it is offloaded to host memory,
-    plus the vectors in flight (``q``, ``w``, the restart seed and its shift; 4 rows in the
-    no-basis mode).
-    """
-    if not reorthogonalize:
-        return 4
-    if offload_basis:
-        return offload_block_rows(num_steps) + 4
-    return DeviceBasis.for_steps(FlatLayout.of(1, None), num_steps).rows(num_steps)
+    return integrand
+
+
+def ritz_pairs(matvec: Callable[[Array], Array], res: LanczosResult, store: Basis, *, k: int,
+               by_magnitude: bool, batch_size: int) -> tuple[Array, Array, Array]:
+    """Top-``k`` unit Ritz vectors ``Q s_k``, their true residuals, and their positions in
+    the ascending order of the Ritz values (device ``eigh`` of ``T_m``)."""
+    t = jnp.diag(res.alphas) + jnp.diag(res.betas[:-1], 1) + jnp.diag(res.betas[:-1], -1)
+    theta, s = jnp.linalg.eigh(t)
+    idx = jnp.argsort(-(jnp.abs(theta) if by_magnitude else theta), stable=True)[:k]
+    y = store.combine(res.basis, s[:, idx].T.astype(res.basis.dtype))
+    y = y / jnp.linalg.norm(y, axis=-1, keepdims=True)
+    residual = map_chunked(lambda yt: jnp.linalg.norm(matvec(yt[0]) - yt[1] * yt[0]),
+                           (y, theta[idx]), batch_size)
+    return y, residual, idx
+
+
+# --------------------------------------------------------------------------- compiled programs
+
+Spec = tuple[Any, tuple[tuple[tuple[int, ...], Any], ...]]
+
+
+def spec_of(like: PyTree) -> Spec:
+    """Hashable ``(treedef, ((shape, dtype), ...))`` of ``like`` (a static jit argument)."""
+    leaves, treedef = jax.tree.flatten(like)
+    return treedef, tuple((tuple(jnp.shape(x)), np.dtype(jnp.result_type(x))) for x in leaves)
+
+
+def flat_operator(op: Any, spec: Spec, layout: FlatLayout,
+                  amortise: bool = False) -> tuple[Callable, Callable, Any]:
+    """Flat padded operator (linearised first, with ``amortise``), unravel and dtype, inside
+    a program."""
+    treedef, leaves = spec
+    like = jax.tree.unflatten(treedef, [jnp.zeros(s, d) for s, d in leaves])
+    flat, unravel = ravel(like)
+    op = amortised(op, like) if amortise else op
+    return layout.operator(op, unravel, flat.dtype), unravel, flat.dtype
+
+
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``jax.jit(fn)`` with every keyword-only argument static."""
+    names = [p.name for p in inspect.signature(fn).parameters.values()
+             if p.kind == p.KEYWORD_ONLY]
+    return jax.jit(fn, static_argnames=names)
+
+
+@compiled
+def _trace_program(op: Any, key: Array, *, spec: Spec, layout: FlatLayout, amortise: bool,
+                   num_probes: int, batch_size: int) -> Array:
+    flat, _, dtype = flat_operator(op, spec, layout, amortise)
+    integrand = integrand_quadform(flat, sampler(layout, dtype))
+    return estimator(integrand, num_probes=num_probes, batch_size=batch_size)(key)
+
+
+@compiled
+def _slq_program(op: Any, key: Array, *, spec: Spec, layout: FlatLayout, amortise: bool,
+                 num_probes: int, num_steps: int, reortho: str, tol: float, batch_size: int,
+                 offload: bool) -> tuple[Array, Array]:
+    flat, _, dtype = flat_operator(op, spec, layout, amortise)
+    run = lanczos_tridiag(num_steps, reortho=reortho, tol=tol, layout=layout,
+                          basis=storage(layout, num_steps, offload))
+    integrand = integrand_tridiag(flat, sampler(layout, dtype), run)
+    return estimator(integrand, num_probes=num_probes, batch_size=batch_size,
+                     sequential=offload)(key)
+
+
+@compiled
+def _top_program(op: Any, probe: Array, *, spec: Spec, layout: FlatLayout, amortise: bool,
+                 num_steps: int, tol: float, k: int, by_magnitude: bool, batch_size: int,
+                 offload: bool) -> tuple[Any, ...]:
+    flat, unravel, dtype = flat_operator(op, spec, layout, amortise)
+    return _top_flat(flat, unravel, dtype, probe, layout=layout, num_steps=num_steps, tol=tol,
+                     k=k, by_magnitude=by_magnitude, batch_size=batch_size, offload=offload)
+
+
+def _top_flat(flat: Callable, unravel: Callable, dtype: Any, probe: Array, *,
+              layout: FlatLayout, num_steps: int, tol: float, k: int, by_magnitude: bool,
+              batch_size: int, offload: bool) -> tuple[Any, ...]:
+    store = storage(layout, num_steps, offload)
+    z, g = sampler(layout, dtype)(probe)
+    res = lanczos_tridiag(num_steps, tol=tol, layout=layout, basis=store)(flat, z, g)
+    y, residual, idx = ritz_pairs(flat, res, store, k=k, by_magnitude=by_magnitude,
+                                  batch_size=batch_size)
+    return res, jax.vmap(unravel)(layout.unpad(y)), residual, idx
+
+
+@compiled
+def _spectrum_program(op: Any, key: Array, *, spec: Spec, layout: FlatLayout,
+                      amortise: bool, num_probes: int, num_steps: int, top_steps: int,
+                      tol: float, k: int, by_magnitude: bool,
+                      batch_size: int) -> tuple[Any, ...]:
+    flat, unravel, dtype = flat_operator(op, spec, layout, amortise)
+    keys = jax.random.split(key, num_probes)
+    res, y, residual, idx = _top_flat(flat, unravel, dtype, keys[0], layout=layout,
+                                      num_steps=top_steps, tol=tol, k=k,
+                                      by_magnitude=by_magnitude, batch_size=k, offload=False)
+    run = lanczos_tridiag(num_steps, tol=tol, layout=layout)
+    integrand = integrand_tridiag(flat, sampler(layout, dtype), run, deflate=res.basis)
+    return res, y, residual, idx, map_chunked(integrand, keys[1:], batch_size)
+
+
+@compiled
+def _round_program(op: Any, key: Array, start: Array, count: Array, basis: Array, *,
+                   spec: Spec, layout: FlatLayout, amortise: bool,
+                   capacity: int) -> tuple[Array, Array]:
+    """Probes ``start .. start + count - 1`` (keys ``fold_in(key, i)``; ``count`` traced, so
+    one compiled program serves every round): ``z^T A z`` and ``basis @ z`` for each."""
+    flat, _, dtype = flat_operator(op, spec, layout, amortise)
+
+    def body(i: Array, acc: tuple[Array, Array]) -> tuple[Array, Array]:
+        z = sampler(layout, dtype)(jax.random.fold_in(key, start + i))[0]
+        return acc[0].at[i].set(dot(z, flat(z))), acc[1].at[i].set(dot(basis, z))
+
+    init = (jnp.zeros((capacity,), dtype), jnp.zeros((capacity, basis.shape[0]), dtype))
+    return jax.lax.fori_loop(0, count, body, init)
 
 
 # --------------------------------------------------------------------------- public API
 
-@on_auto_mesh
-def top_eigenvalues(matvec: Matvec, like: PyTree, *, key: Array, k: int, num_steps: int,
-                    by_magnitude: bool = False, tol: float | None = None,
-                    mesh: Mesh | None = None, offload_basis: bool = False,
-                    batch_size: int | None = None) -> TopEigenpairs:
+def _setup(matvec: Any, like: PyTree, key: Any, mesh: Any,
+           linearize: bool | str) -> tuple[Any, Spec, FlatLayout, Array, bool]:
+    check_tree(like, "like")
+    key = check_key(key)
+    op, layout, amortise = prepare(matvec, like, mesh=mesh, linearize=linearize)
+    return op, spec_of(like), layout, key, amortise
+
+
+def _tol(tol: Any, spec: Spec, reorthogonalize: bool) -> float:
+    if tol is not None:
+        return check_fraction(tol, "tol")
+    return default_tol(jnp.result_type(*[d for _, d in spec[1]]), reorthogonalize)
+
+
+def _chunk(batch_size: Any, num_probes: int, rows: int, layout: FlatLayout, dtype: Any,
+           max_memory_bytes: int) -> int:
+    """Probes per vmapped chunk: ``batch_size``, or the most whose Lanczos vectors (``rows``
+    of ``D_pad / n`` per probe) fit in ``max_memory_bytes`` per device on GPU/TPU; 1 on CPU,
+    where XLA runs batched probes slower than a sequence (benchmarks/RESULTS.md)."""
+    if batch_size is not None:
+        return check_int(batch_size, "batch_size", low=1)
+    max_memory_bytes = check_int(max_memory_bytes, "max_memory_bytes", low=1)
+    devices = layout.mesh.devices.flat if layout.mesh is not None else jax.devices()[:1]
+    if next(iter(devices)).platform == "cpu":
+        return 1
+    n = 1 if layout.mesh is None else layout.mesh.size
+    per_probe = rows * (layout.padded // n) * np.dtype(dtype).itemsize
+    return int(max(1, min(num_probes, max_memory_bytes // max(per_probe, 1))))
+
+
+def _top_result(res: LanczosResult, y: PyTree, residual: Array, idx: Array) -> TopEigenpairs:
+    check_finite_result((res.alphas, res.betas, residual), "matvec (Lanczos)")
+    ritz = tridiagonal_eigh(res.alphas, res.betas)
+    idx = np.asarray(idx)
+    return TopEigenpairs(ritz.values[idx], y, np.asarray(residual, np.float64),
+                         ritz.residuals[idx])
+
+
+def top_eigenvalues(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: Array, k: int,
+                    num_steps: int, by_magnitude: bool = False, tol: float | None = None,
+                    mesh: Any = None, offload_basis: bool = False,
+                    batch_size: int | None = None,
+                    linearize: bool | str = "auto") -> TopEigenpairs:
     """Top-``k`` eigenpairs from one re-orthogonalised Lanczos run (SPEC 1.2, 1.3).
 
-    Starts from a Rademacher vector drawn from ``key``; the Ritz pairs of ``T_m``
-    (``m = num_steps``, ``k <= m <= D``) are ranked by algebraic value (``by_magnitude=False``,
-    largest first) or by ``|theta|``. Extremal eigenvalues converge first; ``num_steps`` of a
-    few times ``k`` is typical.
-
-    Convergence: ``.residuals`` are the true residual norms ``||H y_k - theta_k y_k||_2`` of
-    the returned unit Ritz vectors, from ``k`` extra products with the operator (vmapped;
-    ``batch_size``, default all ``k``, chunks them with ``lax.map``, each product in flight
-    holding the activations of one HVP). This is the certificate: some eigenvalue of ``H``
-    lies within ``residuals[k]`` of ``theta_k``. It has a rounding floor of about
-    ``eps ||H||`` in the operator's dtype. ``.lanczos_residuals`` are the Lanczos estimates
-    ``|beta_m s_{m,k}|`` of SPEC 1.2 (free, from ``T_m`` in float64; they ignore rounding and
-    can be 0 for a converged pair).
-
-    ``offload_basis=True`` keeps the ``(m + 1, D)`` basis in host memory and forms the Ritz
-    vectors from it block by block; ``mesh`` splits the flat vectors and the basis over the
-    devices of a mesh (default: the operator's or ``like``'s mesh); see :func:`lanczos` and
-    ``docs/scaling.md``.
+    From a Rademacher vector drawn from ``key``; the Ritz pairs of ``T_m``
+    (``m = num_steps``, ``k <= m <= D``) ranked by algebraic value (largest first) or, with
+    ``by_magnitude=True``, by ``|theta|``. Extremal eigenvalues converge first; ``num_steps``
+    of a few times ``k`` is typical. ``.residuals`` are the true residual norms
+    ``||H y_k - theta_k y_k||_2`` (``k`` extra products, vmapped in chunks of ``batch_size``,
+    default all), the convergence certificate; ``.lanczos_residuals`` the free bounds
+    ``|beta_m s_{m,k}|``. All in one compiled program. ``matvec``: any function (its arrays
+    are hoisted; ``linearize`` as in :func:`hvp_operator`). ``offload_basis=True`` keeps the
+    basis in host memory; ``mesh`` (default: that of ``like``'s or the operator's arrays)
+    splits the vectors over its devices (``docs/scaling.md``).
 
     Example:
-        >>> import jax, jax.numpy as jnp, numpy as np
-        >>> from jax.tree_util import Partial
-        >>> op = Partial(lambda v: jnp.arange(1.0, 6.0) * v)       # diag(1, ..., 5)
+        >>> op = lambda v: jnp.arange(1.0, 6.0) * v                 # diag(1, ..., 5)
         >>> top = top_eigenvalues(op, jnp.zeros(5), key=jax.random.key(0), k=2, num_steps=5)
         >>> np.round(top.eigenvalues, 4).tolist()
         [5.0, 4.0]
@@ -383,85 +434,65 @@ def top_eigenvalues(matvec: Matvec, like: PyTree, *, key: Array, k: int, num_ste
         >>> bool(np.all(top.residuals < 1e-5))      # ||H y - theta y||: float32 rounding only
         True
     """
-    op, spec, key = _setup(matvec, like, key)
-    num_steps = check_int(num_steps, "num_steps", low=1, high=spec.size)
+    op, spec, layout, key, amortise = _setup(matvec, like, key, mesh, linearize)
+    num_steps = check_int(num_steps, "num_steps", low=1, high=layout.dim)
     k = check_int(k, "k", low=1, high=num_steps)
-    _check_bool(by_magnitude, "by_magnitude")
-    offload_basis = _check_bool(offload_basis, "offload_basis")
     batch_size = k if batch_size is None else check_int(batch_size, "batch_size", low=1)
-    tol = resolve_tol(tol, spec.dtype, True)
-    layout = FlatLayout.of(spec.size, resolve_mesh(mesh, op, like))
-    alphas, betas, basis = _top_jit(op, key, spec=spec, num_steps=num_steps, tol=tol,
-                                    layout=layout, offload=offload_basis)
-    check_finite_result((alphas, betas), "matvec (Lanczos)")
-    ritz = tridiagonal_eigh(alphas, betas)
-    rank = np.abs(ritz.values) if by_magnitude else ritz.values
-    order = np.argsort(-rank, kind="stable")[:k]
-    coeffs = jnp.asarray(ritz.vectors[:, order].T)
-    thetas = jnp.asarray(ritz.values[order], spec.dtype)
-    pairs = _ritz_pairs_offloaded if offload_basis else _ritz_pairs
-    vectors, residuals = pairs(op, basis, coeffs, thetas, spec=spec, layout=layout,
-                               batch_size=min(batch_size, k))
-    check_finite_result(residuals, "matvec (Ritz residuals)")
-    return TopEigenpairs(ritz.values[order], vectors,
-                         np.asarray(residuals, dtype=np.float64), ritz.residuals[order])
+    out = _top_program(op, jax.random.split(key, 1)[0], spec=spec, layout=layout,
+                       amortise=amortise, num_steps=num_steps,
+                       tol=_tol(tol, spec, True), k=k,
+                       by_magnitude=check_bool(by_magnitude, "by_magnitude"),
+                       batch_size=min(batch_size, k),
+                       offload=check_bool(offload_basis, "offload_basis"))
+    return _top_result(*out)
 
 
-@on_auto_mesh
-def hutchinson_trace(matvec: Matvec, like: PyTree, *, key: Array, num_probes: int,
-                     batch_size: int | None = None,
-                     mesh: Mesh | None = None) -> TraceEstimate:
+def hutchinson_trace(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: Array,
+                     num_probes: int, batch_size: int | None = None,
+                     max_memory_bytes: int = 2**30, mesh: Any = None,
+                     linearize: bool | str = "auto") -> TraceEstimate:
     """Hutchinson estimate ``tr H ~ (1/n) sum_l z_l^T H z_l``, Rademacher ``z_l`` (SPEC 1.3).
 
-    Probes are vmapped; ``batch_size`` (default: all at once) chunks them with ``lax.map``
-    (each probe in flight holds the activations of one HVP). The standard error is the
-    sample standard deviation over probes divided by ``sqrt(num_probes)``. ``mesh`` (default:
-    the operator's or ``like``'s) splits the probe vectors over its devices (see
-    :func:`lanczos`); the probes do not depend on it.
+    Probes run in vmapped chunks of ``batch_size`` (default as in :func:`slq`: one at a time
+    on CPU, memory-sized chunks on GPU/TPU). The standard error is the sample standard
+    deviation over probes divided by ``sqrt(num_probes)``. For far fewer products at the same
+    error on Hessians with outlying eigenvalues, use :func:`estimate_spectrum` (deflated).
+    ``matvec``, ``linearize`` and ``mesh``: as in :func:`top_eigenvalues`.
 
     Example:
-        >>> op = Partial(lambda v: jnp.arange(4.0) * v)
+        >>> op = lambda v: jnp.arange(4.0) * v
         >>> hutchinson_trace(op, jnp.zeros(4), key=jax.random.key(0), num_probes=8).estimate
         6.0
     """
-    op, spec, key = _setup(matvec, like, key)
+    op, spec, layout, key, amortise = _setup(matvec, like, key, mesh, linearize)
     num_probes = check_int(num_probes, "num_probes", low=1)
-    batch_size = num_probes if batch_size is None else check_int(batch_size, "batch_size",
-                                                                 low=1)
-    layout = FlatLayout.of(spec.size, resolve_mesh(mesh, op, like))
-    samples = _hutchinson_jit(op, key, spec=spec, num_probes=num_probes,
-                              batch_size=batch_size, layout=layout)
+    batch_size = _chunk(batch_size, num_probes, 4, layout,
+                        jnp.result_type(*[d for _, d in spec[1]]), max_memory_bytes)
+    samples = _trace_program(op, key, spec=spec, layout=layout, amortise=amortise,
+                             num_probes=num_probes, batch_size=batch_size)
     check_finite_result(samples, "matvec (Hutchinson)")
     s = np.asarray(samples, dtype=np.float64)
-    stderr = float(np.std(s, ddof=1) / np.sqrt(s.size)) if s.size > 1 else float("nan")
-    return TraceEstimate(float(np.mean(s)), stderr, s)
+    return TraceEstimate(*_mean_stderr(s), s)
 
 
-@on_auto_mesh
-def slq(matvec: Matvec, like: PyTree, *, key: Array, num_probes: int, num_steps: int,
-        reorthogonalize: bool = True, batch_size: int | None = None,
-        max_memory_bytes: int = 2**30, tol: float | None = None,
-        mesh: Mesh | None = None, offload_basis: bool = False) -> SpectralQuadrature:
+def slq(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: Array, num_probes: int,
+        num_steps: int, reorthogonalize: bool = True, batch_size: int | None = None,
+        max_memory_bytes: int = 2**30, tol: float | None = None, mesh: Any = None,
+        offload_basis: bool = False, linearize: bool | str = "auto") -> SpectralQuadrature:
     """Stochastic Lanczos quadrature of the spectral density of ``matvec`` (SPEC 1.2, 1.3).
 
     ``num_probes`` Rademacher probes, each a ``num_steps``-step Lanczos run (re-orthogonalised
-    unless ``reorthogonalize=False``), vmapped. Probes are chunked with ``lax.map`` in groups
-    of ``batch_size`` (``batch_size=1``: one probe after the other, no ``vmap``). By default,
-    on GPU/TPU the group size is the largest whose Lanczos vectors fit in
-    ``max_memory_bytes`` per device: ``(num_steps + 1) * D / n`` floats per probe with the
-    basis on the device (``n`` devices of ``mesh``, 1 without), 4 vectors without a basis
-    (``reorthogonalize=False``); on CPU it is 1, because XLA:CPU runs batched probes slower
-    than sequential ones (``benchmarks/RESULTS.md``, bench_probes). ``offload_basis=True``
-    keeps each probe's basis in host memory (``docs/scaling.md``); its probes run one at a
-    time (``batch_size`` must be None or 1). ``T_m`` is diagonalised in float64 on the host.
-    Returns the raw quadrature; use ``.expect(f)`` for ``(1/D) sum_i f(lambda_i)`` (exact per
-    probe for polynomials of degree ``< 2 m``). ``mesh``: see :func:`lanczos` (default: the
-    operator's or ``like``'s).
+    unless ``reorthogonalize=False``), in one compiled program. Probes run in vmapped chunks
+    of ``batch_size``; by default on GPU/TPU the largest chunk whose Lanczos vectors fit in
+    ``max_memory_bytes`` per device (``(num_steps + 1) * D / n`` floats a probe, 4 vectors
+    without a basis), on CPU one probe at a time (XLA:CPU runs batched probes slower).
+    ``offload_basis=True`` keeps each probe's basis in host memory (probes one at a time:
+    ``batch_size`` None or 1). Returns the raw quadrature; ``.expect(f)`` gives
+    ``(1/D) sum_i f(lambda_i)`` (exact per probe for polynomials of degree ``< 2 m``).
+    ``matvec``, ``linearize`` and ``mesh``: as in :func:`top_eigenvalues`.
 
     Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from jax.tree_util import Partial
-        >>> op = Partial(lambda v: jnp.arange(1.0, 6.0) * v)       # diag(1, ..., 5)
+        >>> op = lambda v: jnp.arange(1.0, 6.0) * v                 # diag(1, ..., 5)
         >>> q = slq(op, jnp.zeros(5), key=jax.random.key(0), num_probes=4, num_steps=5)
         >>> q.nodes.shape, q.weights.shape
         ((4, 5), (4, 5))
@@ -470,28 +501,151 @@ def slq(matvec: Matvec, like: PyTree, *, key: Array, num_probes: int, num_steps:
         >>> round(q.expect(lambda x: x ** 2) * q.dim, 3)    # ||H||_F^2 = 1 + 4 + ... + 25
         55.0
     """
-    op, spec, key = _setup(matvec, like, key)
+    op, spec, layout, key, amortise = _setup(matvec, like, key, mesh, linearize)
     num_probes = check_int(num_probes, "num_probes", low=1)
-    num_steps = check_int(num_steps, "num_steps", low=1, high=spec.size)
-    reorthogonalize = _check_bool(reorthogonalize, "reorthogonalize")
-    offload_basis = _check_bool(offload_basis, "offload_basis")
+    num_steps = check_int(num_steps, "num_steps", low=1, high=layout.dim)
+    reorthogonalize = check_bool(reorthogonalize, "reorthogonalize")
+    offload_basis = check_bool(offload_basis, "offload_basis")
     if offload_basis and not reorthogonalize:
         raise ValueError("offload_basis=True needs reorthogonalize=True (the no-basis mode "
                          "stores no basis)")
     if offload_basis and batch_size not in (None, 1):
         raise ValueError("offload_basis=True runs the probes one at a time: batch_size must "
                          f"be None or 1, got {batch_size!r}")
-    layout = FlatLayout.of(spec.size, resolve_mesh(mesh, op, like))
-    devices = 1 if layout.mesh is None else layout.mesh.size
-    itemsize = np.dtype(spec.dtype).itemsize
-    rows = probe_device_rows(num_steps, reorthogonalize, offload_basis)
-    per_probe = rows * (layout.padded // devices) * itemsize
-    chunk = 1 if offload_basis else _chunk(batch_size, num_probes, per_probe,
-                                           max_memory_bytes, _platform(layout))
-    tol = resolve_tol(tol, spec.dtype, reorthogonalize)
-    alphas, betas = _slq_jit(op, key, spec=spec, num_probes=num_probes, num_steps=num_steps,
-                             reorthogonalize=reorthogonalize, tol=tol, batch_size=chunk,
-                             layout=layout, offload=offload_basis)
-    check_finite_result((alphas, betas), "matvec (SLQ)")
+    rows = (block_rows(num_steps) if offload_basis else num_steps + 1) + 4
+    dtype = jnp.result_type(*[d for _, d in spec[1]])
+    chunk = _chunk(batch_size, num_probes, rows if reorthogonalize else 4, layout, dtype,
+                   max_memory_bytes)
+    alphas, betas = _slq_program(op, key, spec=spec, layout=layout, amortise=amortise,
+                                 num_probes=num_probes,
+                                 num_steps=num_steps,
+                                 reortho="full" if reorthogonalize else "none",
+                                 tol=_tol(tol, spec, reorthogonalize), batch_size=chunk,
+                                 offload=offload_basis)
     ritz = tridiagonal_eigh(alphas, betas)
-    return SpectralQuadrature(ritz.values, ritz.weights, spec.size)
+    return SpectralQuadrature(ritz.values, ritz.weights, layout.dim)
+
+
+def _deflated(first: LanczosResult, c: np.ndarray, plain: np.ndarray) -> np.ndarray:
+    """Hutch++-style samples ``tr(Q^T H Q) + (P z)^T H (P z)``, ``P = I - Q Q^T``, ``Q`` the
+    first run's basis (independent of the probes ``z``), from ``c = [Q; q_{m+1}] z`` alone:
+    ``H Q = Q T + beta_m q_{m+1} e_m^T`` gives ``(P z)^T H (P z) = z^T H z - c^T T c -
+    2 beta_m c_{m+1} c_m``, and ``tr(Q^T H Q) = tr T``."""
+    a = np.asarray(first.alphas, np.float64)
+    b = np.asarray(first.betas, np.float64)
+    t = np.diag(a) + np.diag(b[:-1], 1) + np.diag(b[:-1], -1)
+    cq, d = c[:, :-1], c[:, -1]
+    return np.sum(a) + plain - np.einsum("li,ij,lj->l", cq, t, cq) - 2 * b[-1] * d * cq[:, -1]
+
+
+def _cross_fitted(plain: np.ndarray, deflated: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Mean and standard error, choosing per half of the probes the estimator whose sample
+    variance is lower *on the other half* (the choice never sees the samples it averages, so
+    the result stays unbiased). Fewer than 4 probes: the deflated samples."""
+    n = plain.size
+    if n < 4:
+        return (*_mean_stderr(deflated), deflated)
+    halves = (slice(0, n // 2), slice(n // 2, n))
+    chosen = []
+    for mine, other in (halves, halves[::-1]):
+        better = np.var(deflated[other], ddof=1) <= np.var(plain[other], ddof=1)
+        chosen.append((deflated if better else plain)[mine])
+    (m1, s1), (m2, s2) = _mean_stderr(chosen[0]), _mean_stderr(chosen[1])
+    return 0.5 * (m1 + m2), 0.5 * float(np.hypot(s1, s2)), np.concatenate(chosen)
+
+
+def _more_probes(est: float, se: float, n: int, rtol: float) -> int:
+    """Probes still needed for ``se <= rtol |est|`` (``se ~ 1/sqrt(n)``), 10% margin."""
+    if not (np.isfinite(se) and est != 0):
+        return 8
+    return max(4, int(np.ceil(1.1 * n * (se / (rtol * abs(est))) ** 2)) - n)
+
+
+def estimate_spectrum(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: Array,
+                      num_probes: int = 4, num_steps: int = 16, top_steps: int = 32,
+                      k: int = 1, trace_rtol: float | None = 0.02, max_trace_probes: int = 256,
+                      by_magnitude: bool = False, batch_size: int | None = None,
+                      max_memory_bytes: int = 2**30, tol: float | None = None,
+                      mesh: Any = None, linearize: bool | str = "auto") -> Spectrum:
+    """Top eigenpairs, trace and spectral density in one pass of Lanczos runs (SPEC 1.2, 1.3).
+
+    ``num_probes`` Rademacher probes, each a re-orthogonalised Lanczos run: the first of
+    ``top_steps`` steps, the others of ``num_steps``, in one compiled program.
+
+    - ``.top``: the top-``k`` Ritz pairs of the first run, with true residuals and the Lanczos
+      bounds (:class:`TopEigenpairs`, as :func:`top_eigenvalues`).
+    - ``.trace``: every other run gives ``z^T H z = ||z||^2 alpha_1`` for free; while the
+      standard error exceeds ``trace_rtol`` times the estimate (``None``: never), one
+      compiled loop adds Hutchinson probes (one product each, as many as the current
+      variance predicts, at most ``max_trace_probes``). The first run's basis ``Q``, drawn
+      independently of these probes, deflates them Hutch++-style at no extra product:
+      ``tr(Q^T H Q) + (P z)^T H (P z)`` with ``P = I - Q Q^T`` is unbiased for any ``Q`` and
+      has the variance of the un-deflated part only. Each half of the probes uses the
+      estimator (plain or deflated) whose sample variance is lower on the *other* half, so
+      the choice never sees the samples it averages. (Stopping on the standard error adds a
+      bias of the order of ``stderr^2 / trace``, far below the standard error.)
+    - ``.quadrature``: the :class:`SpectralQuadrature` of every run (rows of the shorter runs
+      padded with zero-weight nodes).
+
+    Defaults: ``32 + 3 x 16 + k`` products for the top pair and the density, plus the trace
+    probes (about 40 for an MLP Hessian whose ``z^T H z`` varies by 13% between probes):
+    the top eigenvalue of ordinary MLP Hessians to better than 1e-3 (relative; check
+    ``.top.residuals``) and the trace to a 2% standard error (benchmarks/RESULTS.md).
+    ``matvec``, ``linearize``, ``mesh``, ``batch_size`` and ``max_memory_bytes``: as in
+    :func:`slq`.
+
+    Example:
+        >>> d = jnp.concatenate([jnp.array([50.0, 20.0]), jnp.linspace(0.0, 1.0, 98)])
+        >>> s = estimate_spectrum(lambda v: d * v, jnp.zeros(100), key=jax.random.key(0))
+        >>> round(float(s.top.eigenvalues[0]), 3), bool(s.top.residuals[0] < 1e-3)
+        (50.0, True)
+        >>> abs(s.trace.estimate - float(d.sum())) <= 3 * s.trace.stderr
+        True
+        >>> s.quadrature.nodes.shape
+        (4, 32)
+    """
+    op, spec, layout, key, amortise = _setup(matvec, like, key, mesh, linearize)
+    num_probes = check_int(num_probes, "num_probes", low=2)
+    num_steps = check_int(num_steps, "num_steps", low=1, high=layout.dim)
+    top_steps = check_int(top_steps, "top_steps", low=1, high=layout.dim)
+    k = check_int(k, "k", low=1, high=top_steps)
+    if trace_rtol is not None:
+        trace_rtol = check_positive(trace_rtol, "trace_rtol")
+    max_trace_probes = check_int(max_trace_probes, "max_trace_probes", low=1)
+    dtype = jnp.result_type(*[d for _, d in spec[1]])
+    chunk = _chunk(batch_size, num_probes - 1, num_steps + 5, layout, dtype, max_memory_bytes)
+    k_lanczos, k_trace = jax.random.split(key)
+    first, y, residual, idx, (alphas, betas, c) = _spectrum_program(
+        op, k_lanczos, spec=spec, layout=layout, amortise=amortise, num_probes=num_probes,
+        num_steps=num_steps,
+        top_steps=top_steps, tol=_tol(tol, spec, True), k=k,
+        by_magnitude=check_bool(by_magnitude, "by_magnitude"), batch_size=chunk)
+    top = _top_result(first, y, residual, idx)
+    check_finite_result((alphas, betas, c), "matvec (Lanczos)")
+    plain = layout.dim * np.asarray(alphas[:, 0], np.float64)  # z^T H z = ||z||^2 alpha_1
+    c = np.asarray(c, np.float64)
+    done = 0
+    while True:
+        trace = _cross_fitted(plain, _deflated(first, c, plain))
+        if trace_rtol is None or done >= max_trace_probes or (
+                plain.size > 1 and trace[1] <= trace_rtol * abs(trace[0])):
+            break
+        count = min(_more_probes(*trace[:2], plain.size, trace_rtol), max_trace_probes - done)
+        s, cs = _round_program(op, k_trace, done, count, first.basis, spec=spec,
+                               layout=layout, amortise=amortise, capacity=max_trace_probes)
+        check_finite_result(s[:count], "matvec (Hutchinson)")
+        plain = np.concatenate([plain, np.asarray(s[:count], np.float64)])
+        c = np.concatenate([c, np.asarray(cs[:count], np.float64)])
+        done += count
+    width = max(num_steps, top_steps)
+
+    def pad(x: Any, last: bool = True) -> np.ndarray:  # zero-weight nodes; cut the last beta
+        x = np.array(x, np.float64).reshape(-1, np.shape(x)[-1])
+        if x.shape[1] < width and not last:
+            x[:, -1] = 0.0
+        return np.pad(x, ((0, 0), (0, width - x.shape[1])))
+
+    ritz = tridiagonal_eigh(np.concatenate([pad(first.alphas), pad(alphas)]),
+                            np.concatenate([pad(first.betas, False), pad(betas, False)]))
+    return Spectrum(top, TraceEstimate(*trace),
+                    SpectralQuadrature(ritz.values, ritz.weights, layout.dim))

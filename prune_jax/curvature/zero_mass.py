@@ -5,41 +5,36 @@ the l1 norms of sampled Hessian rows: rows at ``num_rows`` (100) magnitude quant
 weights, a row with l1 norm below ``tol`` (1e-7) counting as a zero direction; it then adds
 that mass to the SLQ density as an atom at 0. Here the rows are ``H e_i`` (one HVP per row,
 vmapped), chosen reproducibly, and :func:`slq_zero_mass` gives the SLQ weight within
-``|lambda| < tol`` to compare with.
-
-On a mesh (a sharded operator such as :func:`~prune_jax.curvature.sharded_hvp_operator`, or
-sharded parameters) the rows are chosen by one jitted *global* sort of ``|w|`` over every
-entry of the parameters (XLA lays the sort out over the mesh), the unit vectors ``e_i`` are
-split over every device as the Lanczos vectors are (zero-padded to a multiple of the
-device count), and the small results (indices, magnitudes, row norms) are replicated, so
-every process of a multi-host run reads the same :class:`RowZeroMass`.
+``|lambda| < tol`` to compare with. On a mesh the rows are chosen by one jitted *global* sort
+of ``|w|``, the ``e_i`` are split over the devices like the Lanczos vectors, and the small
+results are replicated (every process of a multi-host run reads the same result).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from jax.tree_util import Partial
 
-from prune_jax.curvature._checks import (
-    LikeSpec,
-    Matvec,
-    as_operator,
-    check_finite_result,
-    check_int,
-    check_key,
-    check_operator_output,
+from prune_jax.curvature.hoist import prepare
+from prune_jax.curvature.layout import FlatLayout
+from prune_jax.curvature.spectrum import (
+    Estimate,
+    Spec,
+    SpectralQuadrature,
+    compiled,
     flat_operator,
     map_chunked,
+    spec_of,
 )
-from prune_jax.curvature._layout import FlatLayout, layout_operator, resolve_mesh
-from prune_jax.curvature.spectrum import Estimate, SpectralQuadrature
-from prune_jax.tree import Array, PyTree, constrain, on_auto_mesh, ravel
+from prune_jax.curvature.tridiag import check_finite_result
+from prune_jax.tree import Array, PyTree, constrain, ravel
+from prune_jax.validate import check_fraction, check_int, check_key, check_positive, check_tree
 
 __all__ = ["RowZeroMass", "add_zero_atom", "hessian_row_zero_mass", "slq_zero_mass"]
 
@@ -64,20 +59,13 @@ class RowZeroMass(NamedTuple):
 
 
 def _replicated(x: Array, mesh: Mesh | None) -> Array:
-    """``x`` constrained to be replicated on ``mesh`` (readable by every process)."""
-    if mesh is None:
-        return x
-    return constrain(x, NamedSharding(mesh, P()))
+    return x if mesh is None else constrain(x, NamedSharding(mesh, P()))
 
 
 @jax.jit(static_argnames=("num_rows", "stratified", "mesh"))
 def _select_rows(params: PyTree, key: Array, *, num_rows: int, stratified: bool,
-                 mesh: Mesh | None = None) -> tuple[Array, Array]:
-    """Flat indices of the weights at ``num_rows`` magnitude quantiles, and their ``|w|``.
-
-    The quantiles are global: one ``argsort`` of ``|ravel(params)|`` over every entry, whatever
-    the parameters' sharding (XLA's SPMD partitioner lays the sort out).
-    """
+                 mesh: Mesh | None) -> tuple[Array, Array]:
+    """Flat indices of the weights at ``num_rows`` global magnitude quantiles, and ``|w|``."""
     mags = jnp.abs(ravel(params)[0])
     dim = mags.shape[0]
     order = jnp.argsort(mags, stable=True)
@@ -91,31 +79,22 @@ def _select_rows(params: PyTree, key: Array, *, num_rows: int, stratified: bool,
     return _replicated(idx, mesh), _replicated(mags[idx], mesh)
 
 
-@jax.jit(static_argnames=("spec", "batch_size", "layout"))
-def _row_l1(matvec: Partial, indices: Array, *, spec: LikeSpec, batch_size: int,
-            layout: FlatLayout | None = None) -> Array:
-    if layout is None:
-        op = flat_operator(matvec, spec.unravel(), spec.dtype)
-        size = spec.size
-    else:  # e_i padded and split over every device of the mesh; padding stays zero
-        op = layout_operator(matvec, spec.unravel(), spec.dtype, layout)
-        size = layout.padded
+@compiled
+def _row_l1(op: Any, indices: Array, *, spec: Spec, layout: FlatLayout, amortise: bool,
+            batch_size: int) -> Array:
+    flat, _, dtype = flat_operator(op, spec, layout, amortise)
 
     def one(i: Array) -> Array:
-        e = jnp.zeros((size,), spec.dtype).at[i].set(1)
-        if layout is not None:
-            e = layout.constrain(e)
-        return jnp.sum(jnp.abs(op(e)))
+        return jnp.sum(jnp.abs(flat(layout.constrain(jnp.zeros(layout.padded, dtype)
+                                                     .at[i].set(1)))))
 
-    l1 = map_chunked(one, indices, batch_size)
-    return l1 if layout is None else _replicated(l1, layout.mesh)
+    return _replicated(map_chunked(one, indices, batch_size), layout.mesh)
 
 
-@on_auto_mesh
-def hessian_row_zero_mass(matvec: Matvec, params: PyTree, *, num_rows: int = 100,
-                          tol: float = 1e-7, key: Array | None = None,
-                          batch_size: int | None = None,
-                          mesh: Mesh | None = None) -> RowZeroMass:
+def hessian_row_zero_mass(matvec: Callable[[PyTree], PyTree], params: PyTree, *,
+                          num_rows: int = 100, tol: float = 1e-7, key: Array | None = None,
+                          batch_size: int | None = None, mesh: Any = None,
+                          linearize: bool | str = "auto") -> RowZeroMass:
     """Fraction of zero eigenvalues estimated from l1 norms of Hessian rows (SPEC 1.3).
 
     Sorts ``|w|`` over all entries of ``params`` (the point where ``matvec`` is the Hessian)
@@ -124,40 +103,37 @@ def hessian_row_zero_mass(matvec: Matvec, params: PyTree, *, num_rows: int = 100
     inside each of ``num_rows`` equal-count magnitude bins (reproducible per key). Row ``i`` is
     ``H e_i`` (one HVP; vmapped, chunked by ``batch_size``); rows with ``||H e_i||_1 < tol``
     count as zero directions. Reference defaults: 100 rows, ``tol = 1e-7`` (absolute).
-
-    Beyond one device (``docs/scaling.md``): ``mesh`` is resolved as in
-    :func:`~prune_jax.curvature.slq` (given; else the mesh of a sharded operator; else that
-    of ``params``' ``NamedSharding`` leaves). The quantiles are always global (one sort of
-    every entry of ``params``, whatever its sharding); on a mesh the ``e_i`` are split over
-    its devices and the results come back replicated, readable by every process. The
+    ``matvec``, ``linearize`` and ``mesh``: as in :func:`top_eigenvalues`; on a mesh the
     result equals the one-device result (the same rows; row norms up to rounding).
 
     Example:
-        >>> import jax.numpy as jnp
-        >>> from prune_jax.curvature import hvp_operator
         >>> loss = lambda p: jnp.sum(p[2:] ** 2)                    # H = diag(0, 0, 2, 2)
         >>> params = jnp.array([1.0, 2.0, 3.0, 4.0])
         >>> zm = hessian_row_zero_mass(hvp_operator(loss, params), params, num_rows=4)
         >>> zm.fraction, zm.row_l1.tolist(), zm.indices.tolist()
         (0.5, [0.0, 0.0, 2.0, 2.0], [0, 1, 2, 3])
     """
-    op = as_operator(matvec)
-    spec = LikeSpec.of(params, "params")
-    check_operator_output(op, spec.zeros_struct(), like_name="params")
-    num_rows = check_int(num_rows, "num_rows", low=1, high=spec.size)
-    tol = float(tol)
-    if not tol > 0 or not np.isfinite(tol):
-        raise ValueError(f"tol must be a finite number > 0, got {tol}")
-    batch_size = num_rows if batch_size is None else check_int(batch_size, "batch_size", low=1)
     stratified = key is not None
+    check_tree(params, "params")
+    op, layout, amortise = prepare(matvec, params, mesh=mesh, linearize=linearize,
+                                   like_name="params")
     key = check_key(key) if stratified else jax.random.key(0)
-    mesh = resolve_mesh(mesh, op, params)
-    layout = None if mesh is None else FlatLayout.of(spec.size, mesh)
-    idx, mags = _select_rows(params, key, num_rows=num_rows, stratified=stratified, mesh=mesh)
-    l1 = _row_l1(op, idx, spec=spec, batch_size=batch_size, layout=layout)
+    num_rows = check_int(num_rows, "num_rows", low=1, high=layout.dim)
+    tol = check_positive(tol, "tol")
+    batch_size = num_rows if batch_size is None else check_int(batch_size, "batch_size", low=1)
+    idx, mags = _select_rows(params, key, num_rows=num_rows, stratified=stratified,
+                             mesh=layout.mesh)
+    l1 = _row_l1(op, idx, spec=spec_of(params), layout=layout, amortise=amortise,
+                 batch_size=batch_size)
     check_finite_result(l1, "matvec (Hessian rows)")
     l1 = np.asarray(l1, dtype=np.float64)
     return RowZeroMass(float(np.mean(l1 < tol)), l1, np.asarray(idx), np.asarray(mags), tol)
+
+
+def _check_quadrature(quadrature: Any) -> None:
+    if not isinstance(quadrature, SpectralQuadrature):
+        raise TypeError("quadrature must be a SpectralQuadrature (from slq), "
+                        f"got {type(quadrature).__name__}")
 
 
 def slq_zero_mass(quadrature: SpectralQuadrature, *, tol: float) -> Estimate:
@@ -167,21 +143,14 @@ def slq_zero_mass(quadrature: SpectralQuadrature, *, tol: float) -> Estimate:
     probes; compare it with :func:`hessian_row_zero_mass`.
 
     Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from jax.tree_util import Partial
-        >>> from prune_jax.curvature import slq
-        >>> op = Partial(lambda v: jnp.array([0.0, 0.0, 1.0, 2.0]) * v)  # half at 0
+        >>> op = lambda v: jnp.array([0.0, 0.0, 1.0, 2.0]) * v      # half the mass at 0
         >>> q = slq(op, jnp.zeros(4), key=jax.random.key(0), num_probes=8, num_steps=3)
         >>> est = slq_zero_mass(q, tol=1e-3)
         >>> round(est.estimate, 4), round(est.stderr, 4)
         (0.5, 0.0)
     """
-    if not isinstance(quadrature, SpectralQuadrature):
-        raise TypeError("quadrature must be a SpectralQuadrature (from slq), "
-                        f"got {type(quadrature).__name__}")
-    tol = float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}")
+    _check_quadrature(quadrature)
+    tol = check_positive(tol, "tol")
     return quadrature.estimate(lambda x: (np.abs(x) < tol).astype(np.float64))
 
 
@@ -193,19 +162,13 @@ def add_zero_atom(quadrature: SpectralQuadrature, mass: float) -> SpectralQuadra
     ``hessian_row_zero_mass(...).fraction``.
 
     Example:
-        >>> import numpy as np
-        >>> from prune_jax.curvature import SpectralQuadrature
         >>> q = SpectralQuadrature(np.array([[1.0, 3.0]]), np.array([[0.5, 0.5]]), dim=4)
-        >>> q0 = add_zero_atom(q, 0.25)             # e.g. hessian_row_zero_mass(...).fraction
+        >>> q0 = add_zero_atom(q, 0.25)
         >>> q0.nodes.tolist(), q0.weights.tolist()
         ([[1.0, 3.0, 0.0]], [[0.375, 0.375, 0.25]])
     """
-    if not isinstance(quadrature, SpectralQuadrature):
-        raise TypeError("quadrature must be a SpectralQuadrature (from slq), "
-                        f"got {type(quadrature).__name__}")
-    mass = float(mass)
-    if not 0.0 <= mass <= 1.0:
-        raise ValueError(f"mass must be a fraction in [0, 1], got {mass}")
+    _check_quadrature(quadrature)
+    mass = check_fraction(mass, "mass", closed=True)
     n = quadrature.num_probes
     nodes = np.concatenate([quadrature.nodes, np.zeros((n, 1))], axis=1)
     weights = np.concatenate([quadrature.weights * (1.0 - mass), np.full((n, 1), mass)], axis=1)

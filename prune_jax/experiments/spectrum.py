@@ -1,9 +1,10 @@
 """``prune-jax spectrum``: the Hessian spectrum of a trained Flax model (SPEC section 1).
 
 Pipeline: train (or resume) the model, build the exact full-training-set HVP operator
-(inference mode, size-weighted over padded batches, SPEC 1.1), then run top-k Lanczos,
-Hutchinson's trace and stochastic Lanczos quadrature. Writes ``spectrum.json`` and
-``spectral_density.png`` into ``--out``.
+(inference mode, size-weighted over padded batches, SPEC 1.1), then one pass of Lanczos runs
+(:func:`prune_jax.estimate_spectrum`): the top-k eigenpairs, the (deflated) trace and the
+stochastic Lanczos quadrature. Writes ``spectrum.json`` and ``spectral_density.png`` into
+``--out``.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ class Config:
     batch_size: int = flag(64, "training batch size")
     learning_rate: float = flag(0.05, "SGD learning rate (cosine decay)")
     l1: float = flag(0.0, "l1 penalty strength lambda during training")
-    probes: int = flag(16, "SLQ / Hutchinson probe vectors")
+    probes: int = flag(16, "SLQ probe vectors (Lanczos runs; the trace adds probes to a 2% "
+                       "standard error)")
     steps: int = flag(64, "Lanczos steps per probe")
     top_k: int = flag(5, "number of top eigenvalues")
-    top_steps: int = flag(80, "Lanczos steps for the top-k run")
+    top_steps: int = flag(80, "Lanczos steps of the first run (the top-k pairs)")
     eval_batch_size: int = flag(512, "batch size of the full-data-set HVP")
     seed: int = flag(0, "PRNG seed")
     out: Path = flag(Path("results/spectrum"), "output directory")
@@ -49,14 +51,17 @@ class Config:
 
 def compute_spectrum(loss_fn: Any, params: Any, batches: dict[str, Any], *, key: jax.Array,
                      probes: int, steps: int, top_k: int, top_steps: int) -> dict[str, Any]:
-    """Top-k eigenpairs, Hutchinson trace and SLQ of the full-data-set Hessian (SPEC 1.1-1.3)."""
+    """Top-k eigenpairs, trace and SLQ of the full-data-set Hessian, one pass (SPEC 1.1-1.3).
+
+    ``probes`` Lanczos runs (the first of ``top_steps`` steps, the others of ``steps``) by
+    :func:`prune_jax.estimate_spectrum` on the exact data-set operator; returns
+    ``{"top", "trace", "slq", "operator"}``.
+    """
     batch_sizes = jnp.sum(batches["w"], axis=1)
     op = C.hvp_operator(loss_fn, params, batches, batch_sizes=batch_sizes)
-    k_top, k_tr, k_slq = jax.random.split(key, 3)
-    top = C.top_eigenvalues(op, params, key=k_top, k=top_k, num_steps=top_steps)
-    trace = C.hutchinson_trace(op, params, key=k_tr, num_probes=probes)
-    sq = C.slq(op, params, key=k_slq, num_probes=probes, num_steps=steps)
-    return {"top": top, "trace": trace, "slq": sq, "operator": op}
+    s = C.estimate_spectrum(op, params, key=key, num_probes=max(probes, 2), num_steps=steps,
+                            top_steps=top_steps, k=top_k)
+    return {"top": s.top, "trace": s.trace, "slq": s.quadrature, "operator": op}
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -95,7 +100,7 @@ def run(config: Config) -> dict[str, Any]:
     table.add_column("value", justify="right")
     for i, (lam, res) in enumerate(zip(top.eigenvalues, top.residuals, strict=True)):
         table.add_row(f"lambda_{i + 1} (residual)", f"{float(lam):.6g} ({float(res):.1e})")
-    table.add_row("trace, Hutchinson (+- stderr)",
+    table.add_row("trace, Hutchinson/Hutch++ (+- stderr)",
                   f"{float(trace.estimate):.6g} +- {float(trace.stderr):.2g}")
     table.add_row("trace, SLQ quadrature", f"{summary['trace_slq']:.6g}")
     for name, sec in timer.seconds.items():

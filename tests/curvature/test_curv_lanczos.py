@@ -13,7 +13,8 @@ import pytest
 import scipy.linalg
 from jax.tree_util import Partial
 
-from prune_jax.curvature import lanczos, tridiagonal_eigh
+from prune_jax.curvature import lanczos, top_eigenvalues, tridiagonal_eigh
+from prune_jax.curvature.tridiag import lanczos_tridiag
 
 D, M = 60, 12
 
@@ -182,17 +183,6 @@ def test_tridiagonal_eigh_matches_scipy_and_batches():
     np.testing.assert_allclose(out.weights.sum(axis=1), 1.0, rtol=1e-12)
 
 
-def test_vmap_over_start_vectors_equals_sequential():
-    op, _ = _operator(np.linspace(0.5, 3.0, D), seed=10)
-    starts = jnp.stack([_start(seed=s) for s in range(4)])
-    batched = jax.vmap(lambda v: lanczos(op, v, M, return_basis=True))(starts)
-    for i in range(4):
-        one = lanczos(op, starts[i], M, return_basis=True)
-        np.testing.assert_allclose(batched.alphas[i], one.alphas, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(batched.betas[i], one.betas, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(batched.basis[i], one.basis, atol=1e-5)
-
-
 def test_pytree_start_vector_and_basis():
     d = {"a": jnp.arange(1.0, 4.0), "b": jnp.arange(4.0, 6.0).reshape(1, 2)}
     op = Partial(lambda dd, v: jax.tree.map(jnp.multiply, dd, v), d)
@@ -203,28 +193,38 @@ def test_pytree_start_vector_and_basis():
                                [1.0, 2.0, 3.0, 4.0, 5.0], rtol=1e-5)
 
 
-@pytest.mark.parametrize("eigs", [np.linspace(-1.0, 4.0, D), [2.0] * 20 + [5.0] * 20 + [0.0] * 20],
-                         ids=["distinct", "three-values-breakdown"])
-def test_blocked_reorthogonalisation_equals_whole_basis_sweep(eigs):
-    """Block Gram-Schmidt over the rows written so far = the whole-basis sweep (SPEC 1.2)."""
-    from prune_jax.curvature._layout import FlatLayout
-    from prune_jax.curvature.lanczos import DeviceBasis, lanczos_reorth
-
+def test_factory_runs_on_flat_vectors_and_keeps_q_m_plus_1():
+    """``lanczos_tridiag(m)`` -> ``run(matvec, v0, seed)``: ``H Q = Q T + beta_m q_{m+1} e_m^T``
+    with the stored row ``m`` (SPEC 1.2)."""
     with jax.enable_x64(True):
-        op, a = _operator(eigs, seed=12, dtype=jnp.float64)
-        layout = FlatLayout.of(D, None)
-        x0, key = _start(dtype=jnp.float64), jax.random.key(3)
-        out = {}
-        for blocked in (True, False):
-            storage = DeviceBasis(layout, block=5, blocked=blocked)  # 3 blocks for m = 14
-            out[blocked] = jax.jit(lambda x, k, s=storage: lanczos_reorth(
-                op, x, k, 14, 1e-10, layout=layout, storage=s))(x0, key)
-        for got, ref in zip(out[True], out[False], strict=True):
-            np.testing.assert_allclose(got, ref, atol=1e-10)
-        q = np.asarray(out[True][2])
-        assert np.abs(q @ q.T - np.eye(14)).max() < 1e-12
-        t = np.diag(out[True][0]) + np.diag(out[True][1][:-1], 1) + np.diag(out[True][1][:-1], -1)
-        assert np.abs(q @ a @ q.T - t).max() < 1e-10
+        op, a = _operator(np.linspace(-1.0, 3.0, D), seed=11, dtype=jnp.float64)
+        run = lanczos_tridiag(M)
+        res = jax.jit(lambda v, g: run(op, v, g))(_start(dtype=jnp.float64),
+                                                  _start(seed=2, dtype=jnp.float64))
+        q = np.asarray(res.basis)
+        assert q.shape == (M + 1, D)
+        np.testing.assert_allclose(q @ q.T, np.eye(M + 1), atol=1e-12)
+        lhs = a @ q[:M].T
+        rhs = q[:M].T @ _tridiag(res) + np.outer(q[M], np.eye(M)[-1]) * float(res.betas[-1])
+        np.testing.assert_allclose(lhs, rhs, atol=1e-10)
+        plain = lanczos_tridiag(M, reortho="none")(op, _start(dtype=jnp.float64), None)
+        assert plain.basis is None and int(plain.length) == M
+
+
+def test_host_offloaded_basis_gives_the_device_result():
+    """``offload_basis=True`` (3 blocks of 6 rows streamed from host memory; the same RAM on
+    CPU), across a breakdown of the rank-3 operator; Ritz vectors combined block by block."""
+    op, _ = _operator([7.0, -1.0, 3.0] + [0.0] * (D - 3), seed=13)
+    dev = lanczos(op, _start(), 17)
+    host = lanczos(op, _start(), 17, offload_basis=True)
+    np.testing.assert_allclose(host.alphas, dev.alphas, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host.betas, dev.betas, rtol=1e-5, atol=1e-5)
+    kw = dict(key=jax.random.key(0), k=2, num_steps=17)
+    top_dev = top_eigenvalues(op, _start(), **kw)
+    top_host = top_eigenvalues(op, _start(), offload_basis=True, **kw)
+    np.testing.assert_allclose(top_host.eigenvalues, [7.0, 3.0], rtol=1e-5)
+    np.testing.assert_allclose(np.abs(top_host.eigenvectors), np.abs(top_dev.eigenvectors),
+                               atol=1e-5)
 
 
 def test_vmapped_probes_where_only_some_break_down():

@@ -34,7 +34,6 @@ from prune_jax.curvature import (  # noqa: E402
     hessian_row_zero_mass,
     hutchinson_trace,
     hvp_operator,
-    sharded_hvp_operator,
     slq,
 )
 from prune_jax.limits import loss_tolerance, predict_sparsity_limit  # noqa: E402
@@ -81,7 +80,7 @@ def _split_model(mesh, xs, ys, sizes, mine, rng) -> tuple[dict, dict]:
     params = {"Dense_0": {"kernel": rng.normal(size=(6, 8)) / 2.5,
                           "bias": 0.1 * rng.normal(size=8)},
               "Dense_1": {"kernel": rng.normal(size=(8, 4)) / 3.0}}
-    lams = rng.lognormal(-1.0, 2.0, 40)
+    lams = rng.lognormal(-1.0, 2.0, 6 * 8 + 8 * 4)  # one per prunable weight (D_p)
     sp = shard_params(params, mesh, axis="data", min_size=1)  # every leaf split 4-way
     out: dict = {"split_unreadable": not any(fully_addressable(x) for x in jax.tree.leaves(sp))}
     bad_host = jax.tree.map(np.copy, params)
@@ -101,8 +100,8 @@ def _split_model(mesh, xs, ys, sizes, mine, rng) -> tuple[dict, dict]:
     out["values"].update(tol_std=float(tol.std), tol_losses=np.asarray(tol.losses).tolist())
     lim = predict_sparsity_limit(sp, lams, 0.05)
     out["values"].update(limit=[lim.sparsity, lim.distance, lim.num_pruned])
-    op = sharded_hvp_operator(_mlp_loss, sp, (xs[mine], ys[mine]), mesh=mesh,
-                              batch_sizes=sizes[mine], process_local=True)
+    op = hvp_operator(_mlp_loss, sp, (xs[mine], ys[mine]), mesh=mesh,
+                      batch_sizes=sizes[mine], process_local=True, linearize=False)
     zm = hessian_row_zero_mass(op, sp, num_rows=10, tol=0.05)
     out["values"].update(zero_l1=zm.row_l1.tolist(), zero_idx=zm.indices.tolist())
     return out, {"params": params, "lams": lams}
@@ -140,14 +139,14 @@ def main() -> None:
     assert mesh.size == 2 * NPROC, mesh
     mine = slice(PID * 4, (PID + 1) * 4)  # this process's own batches
     gparams, gv = replicate(params, mesh), replicate(v, mesh)
-    op = sharded_hvp_operator(_loss, gparams, (xs[mine], ys[mine]), mesh=mesh,
-                              batch_sizes=sizes[mine], process_local=True)
+    op = hvp_operator(_loss, gparams, (xs[mine], ys[mine]), mesh=mesh,
+                      batch_sizes=sizes[mine], process_local=True, linearize=False)
     hv = jax.tree.map(np.asarray, op(gv))  # replicated: readable in every process
     key = jax.random.key(1)
     trace = hutchinson_trace(op, gparams, key=key, num_probes=3).samples
     quad = slq(op, gparams, key=key, num_probes=2, num_steps=6)
-    lin = sharded_hvp_operator(_loss, gparams, (xs[mine], ys[mine]), mesh=mesh,
-                               batch_sizes=sizes[mine], process_local=True, linearize=True)
+    lin = hvp_operator(_loss, gparams, (xs[mine], ys[mine]), mesh=mesh,
+                       batch_sizes=sizes[mine], process_local=True, linearize=True)
     hv_lin = jax.tree.map(np.asarray, lin(gv))
     split, split_inputs = _split_model(mesh, xs, ys, sizes, mine, rng)
     if PID == 0:

@@ -1,4 +1,4 @@
-"""Two processes on localhost = one process (multi-host launch, docs/scaling.md, issue #7).
+"""Two processes on localhost = one process (multi-host launch, docs/scaling.md; slow).
 
 Starts ``_multihost_check.py`` twice with a localhost coordinator
 (``jax.distributed.initialize``), 2 simulated CPU devices each (a global 4-device mesh, CPU
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).with_name("_multihost_check.py")
+pytestmark = pytest.mark.slow  # two interpreters and a coordinator: run with -m slow
 
 
 def _free_port() -> int:
