@@ -82,6 +82,7 @@ def _record(r: dict[str, Any], dataset: str, model: str, l1: float, seed: int) -
             "predicted": r["predicted_sparsity"],
             "predicted_slq": r["predicted_sparsity_slq"],
             "predicted_exact": r["predicted_sparsity_exact"],
+            "slq_steps": r["slq_steps"],
             **{f"actual_{k}": r["actual"][k] for k in READINGS[:2]},
             **{f"actual_one_example_{k}": r["actual_one_example"][k] for k in READINGS[:2]},
             "actual_loss_within_eps": r["actual_loss_within_eps"],
@@ -134,15 +135,20 @@ def run(config: Config) -> dict[str, Any]:
 def render_markdown(study: dict[str, Any]) -> str:
     """The study as Markdown: one row per run, then the mean and largest ``|gap|`` per reading
     (all runs, and the runs without regime warnings). Every number comes from ``study``."""
+    exact = any(r["predicted_exact"] is not None for r in study["records"])
     rows = ["| data set | model | l1 budget | l1 | seed | dense acc. | near zero | predicted | "
-            "(a) | (b) | (c) loss | gap (a) | gap (b) | gap (c) | regime |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            + ("SLQ (steps) | " if exact else "")
+            + "(a) | (b) | (c) loss | gap (a) | gap (b) | gap (c) | regime |",
+            "|---|---|---|---|---|---|---|---|" + ("---|" if exact else "")
+            + "---|---|---|---|---|---|---|"]
     for r in study["records"]:
         p = r["predicted"]
+        steps = r["slq_steps"][-1][0] if r.get("slq_steps") else ""
         rows.append(
             f"| {r['dataset']} | {r['model']} | {r['l1_budget']:.3g} | {r['l1']:.3g} | "
             f"{r['seed']} | {r['dense_test_accuracy']:.4f} | {r['near_zero_fraction']:.3f} | "
-            f"{p:.4f} | {r['actual_before_first_drop']:.4f} | "
+            f"{p:.4f} | " + (f"{r['predicted_slq']:.4f} ({steps}) | " if exact else "")
+            + f"{r['actual_before_first_drop']:.4f} | "
             f"{r['actual_largest_passing']:.4f} | {r['actual_loss_within_eps']:.4f} | "
             f"{p - r['actual_before_first_drop']:+.4f} | {p - r['actual_largest_passing']:+.4f} | "
             f"{p - r['actual_loss_within_eps']:+.4f} | "
