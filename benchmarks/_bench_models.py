@@ -1,4 +1,4 @@
-"""Shared pieces of the curvature benchmarks: torch/Flax twin models, data, timing, tables.
+"""Twin models of the curvature benchmarks (torch/Flax) and their data; timing is in _harness.
 
 Twin models compute the same function in both frameworks from the same weights:
 
@@ -11,20 +11,11 @@ statistics) and copied into torch; :class:`Twin` converts parameter-shaped pytre
 ``model.parameters()`` order and back, so that tangents and products can be compared. Images
 are NHWC in JAX and NCHW in torch (the same pixels). The loss is the mean softmax
 cross-entropy in both.
-
-Timing: :func:`interleaved` alternates the contenders inside one run (rotating their order each
-round) and reports medians, so that the load of other processes on the machine hits all of them
-alike; JAX calls are wrapped in ``jax.block_until_ready`` and warmed up (compiled) first.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
-import statistics
-import subprocess
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,141 +28,6 @@ import torch
 import torch.nn.functional as F
 
 PyTree = Any
-
-
-# --------------------------------------------------------------------------- machine
-
-def num_cores() -> int:
-    """CPU cores this process may use (the affinity mask; falls back to ``os.cpu_count``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
-_THREADS: list[int] = []
-
-
-def configure_threads(threads: int | None = None) -> int:
-    """Give XLA's CPU backend and torch the same number of threads; return it.
-
-    ``None``: all cores (both libraries' default on this machine). Fewer: XLA sizes its
-    thread pool from the CPU affinity mask when its backend starts, so the mask is narrowed
-    to ``threads`` cores while the backend starts and then restored (the process is not
-    pinned; the operating system may still move its threads between cores); torch gets
-    ``torch.set_num_threads(threads)``. Call before the first JAX computation.
-    """
-    allowed = sorted(os.sched_getaffinity(0))
-    n = len(allowed) if threads is None else max(1, min(int(threads), len(allowed)))
-    if n < len(allowed):
-        os.sched_setaffinity(0, set(allowed[:n]))
-        try:
-            jax.devices()
-        finally:
-            os.sched_setaffinity(0, set(allowed))
-    else:
-        jax.devices()
-    torch.set_num_threads(n)
-    _THREADS[:] = [n]
-    return n
-
-
-def set_torch_threads() -> int:
-    """Both libraries on all cores (see :func:`configure_threads`)."""
-    return configure_threads(None)
-
-
-def cpu_model() -> str:
-    """``lscpu`` model name (or ``platform.processor()``)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages as ``"a / b / c"``."""
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def machine_header() -> str:
-    """One line describing the machine, the versions and the current load."""
-    dev = jax.devices()[0]
-    return (f"device: {dev.platform} ({dev.device_kind}), CPU {cpu_model()}, {num_cores()} cores; "
-            f"jax {jax.__version__}, torch {torch.__version__}"
-            f"; threads: XLA {_THREADS[0] if _THREADS else num_cores()}, torch "
-            f"{torch.get_num_threads()}; load average {load_average()}")
-
-
-# --------------------------------------------------------------------------- timing
-
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
-                budget_s: float = float("inf"), min_samples: int = 2,
-                sample_s: float = 0.05) -> dict[str, list[float]]:
-    """Seconds per call of each ``fn()`` over ``repeats`` rounds, contenders alternated.
-
-    Each function is called ``warmup`` times first (compilation, caches); the last warm-up
-    call sets how many calls make one sample (``number``, so that a sample lasts about
-    ``sample_s`` seconds: short calls are grouped to average out scheduler time slices on a
-    loaded machine). In every round each contender takes one sample, in an order rotated by one
-    per round; every call's result goes through ``jax.block_until_ready`` (a no-op for torch
-    tensors and floats). A contender whose samples already add up to more than ``budget_s``
-    seconds (and that has ``min_samples``) sits out the remaining rounds, so very slow
-    contenders have fewer samples; since that happens from some round on, sample ``i`` of
-    every contender is from round ``i``. Returns the per-call times.
-    """
-    number: dict[str, int] = {}
-    for name, fn in fns.items():
-        for _ in range(max(warmup, 1)):
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            last = time.perf_counter() - start
-        number[name] = max(1, int(sample_s / max(last, 1e-9)))
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            if len(times[name]) >= min_samples and sum(times[name]) * number[name] > budget_s:
-                continue
-            fn = fns[name]
-            start = time.perf_counter()
-            for _ in range(number[name]):
-                jax.block_until_ready(fn())
-            times[name].append((time.perf_counter() - start) / number[name])
-    return times
-
-
-def median(xs: Sequence[float]) -> float:
-    """Median of a non-empty sequence."""
-    return statistics.median(xs)
-
-
-def paired_ratio(num: Sequence[float], den: Sequence[float]) -> float:
-    """Median over rounds of ``num[i] / den[i]`` (pairs measured in the same round; rounds
-    where only one of them ran are ignored)."""
-    return statistics.median(a / b for a, b in zip(num, den, strict=False))
-
-
-def fmt_ms(seconds: float) -> str:
-    """Seconds as milliseconds with 3 significant digits."""
-    return f"{seconds * 1e3:.3g}"
-
-
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A plain fixed-width table (markdown-compatible) under a title line."""
-    cells = [[str(c) for c in columns]] + [[str(x) for x in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    print(f"\n{title}")
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-    print(line(cells[0]))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in cells[1:]:
-        print(line(r))
 
 
 # --------------------------------------------------------------------------- data
@@ -193,16 +49,18 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- Flax models
 
 class FlaxMLP(nn.Module):
-    """ReLU MLP; layers ``Dense_0 .. Dense_n`` (last one the classifier)."""
+    """ReLU (or tanh) MLP; layers ``Dense_0 .. Dense_n`` (last one the classifier)."""
 
     features: Sequence[int]
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Logits of flattened ``x``."""
         x = x.reshape(x.shape[0], -1)
+        act = nn.relu if self.activation == "relu" else jnp.tanh
         for f in self.features[:-1]:
-            x = nn.relu(nn.Dense(f)(x))
+            x = act(nn.Dense(f)(x))
         return nn.Dense(self.features[-1])(x)
 
 
@@ -230,13 +88,13 @@ class FlaxCNN(nn.Module):
 
 # --------------------------------------------------------------------------- torch models
 
-def torch_mlp(sizes: Sequence[int]) -> torch.nn.Module:
+def torch_mlp(sizes: Sequence[int], activation: str = "relu") -> torch.nn.Module:
     """``nn.Sequential`` twin of :class:`FlaxMLP` (``sizes`` includes the input width)."""
     layers: list[torch.nn.Module] = [torch.nn.Flatten()]
     for i in range(len(sizes) - 1):
         layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
+            layers.append(torch.nn.ReLU() if activation == "relu" else torch.nn.Tanh())
     return torch.nn.Sequential(*layers)
 
 
@@ -367,13 +225,13 @@ def _copy_into(model: torch.nn.Module, tensors: Sequence[torch.Tensor]) -> None:
             p.copy_(t)
 
 
-def make_mlp(sizes: Sequence[int], seed: int = 0) -> Twin:
+def make_mlp(sizes: Sequence[int], seed: int = 0, activation: str = "relu") -> Twin:
     """MLP twin; ``sizes = (input, hidden..., classes)``, e.g. ``(784, 512, 256, 10)``."""
-    model = FlaxMLP(tuple(sizes[1:]))
+    model = FlaxMLP(tuple(sizes[1:]), activation)
     params = model.init(jax.random.key(seed), jnp.zeros((1, sizes[0])))["params"]
     params = _perturb(params, np.random.default_rng(seed), ["bias"], 0.05)
-    tm = torch_mlp(sizes).eval()
-    twin = Twin(f"MLP {'-'.join(map(str, sizes))}", model, params, {}, tm,
+    tm = torch_mlp(sizes, activation).eval()
+    twin = Twin(f"MLP {'-'.join(map(str, sizes))} {activation}", model, params, {}, tm,
                 [(f"Dense_{i}", "dense") for i in range(len(sizes) - 1)], (sizes[0],),
                 sizes[-1])
     _copy_into(tm, twin.to_torch(params))

@@ -25,21 +25,26 @@ Four measurements, each printed side by side with its peer from the same run:
 4. the machine and the software versions.
 
 PyHessian on the same GPU needs a CUDA build of torch on the device machine; that comparison
-stays in ``bench_pyhessian.py`` (its twin MLP, ``cuda=False`` there).
+stays in ``bench_spectrum.py`` (its twin MLP, ``cuda=False`` there). Flags, machine line and
+JSON come from ``_harness.py``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import finish, parser, start
 
 from prune_jax.curvature import hvp_operator, slq
 from prune_jax.models import get_model, init_variables
@@ -92,7 +97,7 @@ def bench_products(loss: Any, params: Any, batches: Any, repeats: int) -> dict[s
     one = jax.tree.map(lambda a: a[:1], batches)
     v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape, p.dtype), params)
     grad = jax.jit(jax.grad(loss))
-    op = hvp_operator(loss, params, one)
+    op = hvp_operator(loss, params, one, linearize=False)
     start = time.perf_counter()
     op_lin = jax.block_until_ready(hvp_operator(loss, params, one, linearize=True))
     t_linearize = time.perf_counter() - start
@@ -143,7 +148,8 @@ def bench_probes(loss: Any, params: Any, batches: Any, count: int, steps: int,
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, run the four measurements, print (and optionally save) the figures."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
+    ap.set_defaults(repeats=5)
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--num-examples", type=int, default=50_000)
@@ -152,19 +158,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--probe-batches", type=int, default=2)
     ap.add_argument("--probe-count", type=int, default=4)
     ap.add_argument("--probe-steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true",
                     help="tiny smoke settings (one batch of 8, few steps) for a CPU")
-    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
     if args.quick:
         # one batch: XLA:CPU runs convolutions inside a loop (the data-set scan) very slowly
         args.batch_size, args.num_examples, args.slq_steps = 8, 8, 3
         args.probe_batches, args.probe_count, args.probe_steps, args.repeats = 1, 2, 3, 1
     dev = jax.devices()[0]
-    header = {"device": f"{dev.platform} ({dev.device_kind})", "jax": jax.__version__,
-              "model": args.model, "batch_size": args.batch_size}
-    print(" ".join(f"{k}: {v};" for k, v in header.items()))
+    record = start(args)
 
     loss, params, batches = make_problem(args.model, args.num_examples, args.batch_size, 0)
     num_batches = int(batches[0].shape[0])
@@ -204,10 +206,8 @@ def main(argv: list[str] | None = None) -> None:
           f"batches): batched {probes['batched']['probes_per_s']:.3g} probes/s, sequential "
           f"{probes['sequential']['probes_per_s']:.3g} probes/s, ratio {ratio:.2f} ({verdict})")
 
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"header": header, "products": prod, "dataset": data, "probes": probes},
-                      f, indent=2)
+    record.update(products=prod, dataset=data, probes=probes)
+    finish(args, record)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ contender whose samples exceed ``--budget`` seconds stops after 2 samples):
   retain_graph=True)`` (only the second backward pass).
 
 Threads: by default XLA's CPU backend and torch both use all cores; ``--threads N`` gives
-both N threads (see ``_bench_models.configure_threads``). The products of all forms are
+both N threads (see ``_harness.configure_threads``). The products of all forms are
 checked against torch's (max |a - b| / max |b| is printed).
 Goals (CPU): HVP/grad <= 1.6 (MLP), <= 2.0 (CNN); amortised HVP/grad <= 1.25 (MLP);
 torch/prune_jax >= 1.3 (single product) and >= 1.6 (amortised).
@@ -40,7 +40,6 @@ torch/prune_jax >= 1.3 (single product) and >= 1.6 (amortised).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -54,21 +53,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench_models import (
     Twin,
-    configure_threads,
-    fmt_ms,
-    interleaved,
-    load_average,
-    machine_header,
     make_cnn,
     make_mlp,
     max_rel_diff,
-    median,
-    paired_ratio,
-    print_table,
     synthetic_data,
     torch_grad,
     torch_hvp,
     torch_hvp_amortised,
+)
+from _harness import (
+    finish,
+    fmt_ms,
+    interleaved,
+    load_average,
+    median,
+    paired_ratio,
+    parser,
+    print_table,
+    start,
 )
 
 from prune_jax.curvature import hvp, hvp_operator
@@ -217,8 +219,8 @@ def report(twin: Twin, batch_size: int, res: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, run the benchmark, print tables."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=30, help="interleaved timing rounds")
+    ap = parser(__doc__)
+    ap.set_defaults(repeats=30)
     ap.add_argument("--budget", type=float, default=30.0,
                     help="seconds of timed calls after which a (slow) contender stops")
     ap.add_argument("--mlp-batch", type=int, default=256)
@@ -226,17 +228,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mlp-sizes", default="784,512,256,10", help="input,hidden...,classes")
     ap.add_argument("--cnn-channels", default="32,64,128")
     ap.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp,cnn")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="threads for both XLA and torch (default: all cores)")
+    ap.add_argument("--activation", default="relu", choices=("relu", "tanh"), help="MLP")
     args = ap.parse_args(argv)
-    configure_threads(args.threads)
-    print(machine_header())
+    record = start(args)
     verdicts: list[str] = []
     models = args.models.split(",")
     twins = []
     if "mlp" in models:
-        twins.append((make_mlp(tuple(int(s) for s in args.mlp_sizes.split(","))),
-                      args.mlp_batch))
+        twins.append((make_mlp(tuple(int(s) for s in args.mlp_sizes.split(",")),
+                               activation=args.activation), args.mlp_batch))
     if "cnn" in models:
         twins.append((make_cnn(tuple(int(s) for s in args.cnn_channels.split(","))),
                       args.cnn_batch))
@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
         res = bench_model(twin, batch_size, args.repeats, args.budget)
         verdicts += report(twin, batch_size, res)
     print("\nGoals:\n  " + "\n  ".join(verdicts))
-    print(f"load average at the end: {load_average()}")
+    record["verdicts"] = verdicts
+    finish(args, record)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,16 @@ fresh process (so peaks do not mix) with ``--probes`` probes of ``--steps`` step
 
 Measured: the peak resident set size (RSS, sampled every 2 ms by a thread with ``psutil``)
 during ``slq`` minus the RSS just before it (parameters, operator and JAX runtime excluded),
-the process's ``ru_maxrss``, and XLA's compiled ``temp_size_in_bytes`` for the SLQ program;
+the process's ``ru_maxrss``, and XLA's compiled ``temp_size_in_bytes`` for one Lanczos run
+built from the public factory (``lanczos_tridiag`` with the device or host basis);
 ``jax.devices()[0].memory_stats()`` where the backend reports it (not on CPU). The estimate
-is ``rows x D x 4`` bytes with ``rows`` from ``prune_jax.curvature.spectrum.probe_device_rows``
-(``m + 1`` basis rows with the basis on the device, a streamed block plus 4 vectors when it
-is offloaded, 4 vectors without a basis) and, for the total, the host basis added back.
+is ``rows x D x 4`` bytes with ``rows`` = ``m + 1`` basis rows with the basis on the device, a
+streamed block plus 4 vectors when it is offloaded, 4 vectors without a basis, and, for the
+total, the host basis added back.
 
-Then, unless ``--no-sharded``: the per-device memory XLA plans for the same SLQ program on 8
+Then, unless ``--no-sharded``: the per-device memory XLA plans for the same Lanczos run on 8
 simulated CPU devices (compiled, not run), with the flat basis split over the devices (what
-``slq`` does on a mesh) and without the constraint, against ``(m + 1) D / 8``.
+the estimators do on a mesh) and without the constraint, against ``(m + 1) D / 8``.
 """
 
 from __future__ import annotations
@@ -88,25 +89,36 @@ class _PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
+def _lanczos_temp(diag: object, dim: int, steps: int, mode: str, mesh: object = None) -> int:
+    """XLA temp bytes (per device) of one compiled Lanczos run on ``x -> diag * x``."""
+    import jax
+
+    from prune_jax.curvature.layout import FlatLayout
+    from prune_jax.curvature.offload import host_basis
+    from prune_jax.curvature.tridiag import lanczos_tridiag
+
+    layout = FlatLayout.of(dim, mesh)
+    run = lanczos_tridiag(steps, reortho="none" if mode == "none" else "full", layout=layout,
+                          basis=host_basis(layout, steps) if mode == "host" else None)
+    fn = jax.jit(lambda d: run(lambda y: layout.pad(layout.unpad(y) * d), layout.pad(d),
+                               layout.pad(d))[:2])
+    return int(fn.lower(diag).compile().memory_analysis().temp_size_in_bytes)
+
+
 def worker(mode: str, dim: int, steps: int, probes: int) -> dict:
     """One memory mode in this (fresh) process; returns the measurements."""
     import jax
     import jax.numpy as jnp
     import psutil
-    from jax.tree_util import Partial
 
     from prune_jax.curvature import slq
-    from prune_jax.curvature._checks import LikeSpec
-    from prune_jax.curvature._layout import FlatLayout
-    from prune_jax.curvature.lanczos import resolve_tol
-    from prune_jax.curvature.spectrum import _slq_jit, probe_device_rows
+    from prune_jax.curvature.offload import block_rows
 
     shapes = _params_shapes(dim)
     keys = jax.random.split(jax.random.key(0), len(shapes))
     diag = {n: jax.random.uniform(k, s, jnp.float32) for k, (n, s) in
             zip(keys, shapes.items(), strict=True)}
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), diag)
-    op = Partial(lambda d, v: jax.tree.map(jnp.multiply, d, v), diag)
     jax.block_until_ready(diag)
     reorth = mode != "none"
     offload = mode == "host"
@@ -118,16 +130,11 @@ def worker(mode: str, dim: int, steps: int, probes: int) -> dict:
     before = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
     with _PeakRSS() as peak:
-        quad = slq(op, like, key=jax.random.key(1), **kwargs)
+        quad = slq(lambda v: jax.tree.map(jnp.multiply, diag, v), like, key=jax.random.key(1),
+                   **kwargs)
     seconds = time.perf_counter() - t0
-    spec = LikeSpec.of(like)
-    compiled = _slq_jit.lower(op, jax.random.key(1), spec=spec, num_probes=probes,
-                              num_steps=steps, reorthogonalize=reorth,
-                              tol=resolve_tol(None, spec.dtype, reorth),
-                              batch_size=1 if offload else probes,
-                              layout=FlatLayout.of(dim, None), offload=offload).compile()
-    temp = int(compiled.memory_analysis().temp_size_in_bytes)
-    rows = probe_device_rows(steps, reorth, offload)
+    temp = _lanczos_temp(jax.ShapeDtypeStruct((dim,), jnp.float32), dim, steps, mode)
+    rows = (block_rows(steps) + 4) if offload else (steps + 1 if reorth else 4)
     per_probe = probes if not offload else 1
     device_est = rows * dim * 4 * per_probe
     total_est = device_est + ((steps + 1) * dim * 4 if offload else 0)  # + the host basis
@@ -146,26 +153,17 @@ def sharded_worker(dim: int, steps: int) -> dict:
     import jax.numpy as jnp
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
-    from jax.tree_util import Partial
 
-    from prune_jax.curvature._checks import LikeSpec
-    from prune_jax.curvature._layout import FlatLayout
-    from prune_jax.curvature.spectrum import _slq_jit
+    from prune_jax.curvature.layout import FlatLayout
     from prune_jax.sharding import make_mesh
 
     mesh = make_mesh(data=8)
     # replicated diagonal (like a pure data-parallel HVP's replicated output)
     diag = jax.ShapeDtypeStruct((dim,), jnp.float32, sharding=NamedSharding(mesh, P()))
-    op = Partial(lambda d, x: d * x, diag)
-    spec = LikeSpec.of(jax.ShapeDtypeStruct((dim,), jnp.float32))
-    out = {"dim": dim, "steps": steps, "devices": 8}
-    for name, layout in (("split", FlatLayout.of(dim, mesh)), ("unconstrained", None)):
-        compiled = _slq_jit.lower(op, jax.random.key(0), spec=spec, num_probes=1,
-                                  num_steps=steps, reorthogonalize=True, tol=1e-6,
-                                  batch_size=1, layout=layout).compile()
-        out[name] = int(compiled.memory_analysis().temp_size_in_bytes)
-    out["padded"] = FlatLayout.of(dim, mesh).padded
-    return out
+    return {"dim": dim, "steps": steps, "devices": 8,
+            "split": _lanczos_temp(diag, dim, steps, "device", mesh),
+            "unconstrained": _lanczos_temp(diag, dim, steps, "device"),
+            "padded": FlatLayout.of(dim, mesh).padded}
 
 
 def _run_worker(args: list[str], env: dict | None = None) -> dict:
@@ -174,17 +172,6 @@ def _run_worker(args: list[str], env: dict | None = None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    cells = [columns, *rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-    print(f"\n{title}")
-    print(line(columns))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
 
 
 def main() -> None:
@@ -203,10 +190,10 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.dim, args.steps, args.probes)))
         return
 
-    import jax
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _harness import load_average, machine_header, print_table  # not in the workers
 
-    print(f"device: {jax.devices()[0].platform}, {os.cpu_count()} cores, jax {jax.__version__},"
-          f" load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(machine_header())
     print(f"D = {args.dim:,} float32 (diagonal operator), m = {args.steps} steps, "
           f"{args.probes} probe(s); one vector = {args.dim * 4 / MB:.0f} MiB")
     rows = []
@@ -218,9 +205,9 @@ def main() -> None:
                      f"{r['peak_rss_increase'] / r['total_estimate']:.2f}",
                      f"{r['xla_temp'] / MB:.0f}", f"{r['ru_maxrss'] / MB:.0f}",
                      f"{r['seconds']:.1f}"])
-    _table("SLQ peak memory by Lanczos memory mode (MiB)",
-           ["mode", "device est.", "total est.", "peak RSS incr.", "measured/total est.",
-            "XLA temp", "ru_maxrss", "time s"], rows)
+    print_table("SLQ peak memory by Lanczos memory mode (MiB)",
+                ["mode", "device est.", "total est.", "peak RSS incr.", "measured/total est.",
+                 "XLA temp", "ru_maxrss", "time s"], rows)
 
     if not args.no_sharded:
         env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
@@ -229,13 +216,15 @@ def main() -> None:
                          str(args.steps)], env=env)
         est = (args.steps + 1) * s["padded"] // 8 * 4
         full = (args.steps + 1) * args.dim * 4
-        _table(f"Per-device XLA temp memory of SLQ on 8 simulated devices (MiB; basis "
-               f"{full / MB:.0f} on one device, {est / MB:.0f} per device when split)",
-               ["flat basis", "per-device temp", "measured/split est."],
-               [["split over the mesh (slq on a mesh)", f"{s['split'] / MB:.0f}",
-                 f"{s['split'] / est:.2f}"],
-                ["unconstrained (XLA propagation only)", f"{s['unconstrained'] / MB:.0f}",
-                 f"{s['unconstrained'] / est:.2f}"]])
+        print_table(f"Per-device XLA temp memory of one Lanczos run on 8 simulated devices "
+                    f"(MiB; basis {full / MB:.0f} on one device, {est / MB:.0f} per device "
+                    "when split)",
+                    ["flat basis", "per-device temp", "measured/split est."],
+                    [["split over the mesh (slq on a mesh)", f"{s['split'] / MB:.0f}",
+                      f"{s['split'] / est:.2f}"],
+                     ["unconstrained (XLA propagation only)",
+                      f"{s['unconstrained'] / MB:.0f}", f"{s['unconstrained'] / est:.2f}"]])
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

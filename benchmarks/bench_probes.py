@@ -24,7 +24,6 @@ script runs on whatever ``jax.devices()[0]`` is.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_models import (
+from _bench_models import make_mlp, synthetic_data
+from _harness import (
+    finish,
     interleaved,
     load_average,
-    machine_header,
-    make_mlp,
     median,
     paired_ratio,
+    parser,
     print_table,
-    synthetic_data,
+    start,
 )
 
 from prune_jax.curvature import hvp_operator, lanczos, slq, tridiagonal_eigh
@@ -88,16 +88,16 @@ def bench(sizes: tuple[int, ...], probes: int, steps: int, nb: int, bs: int,
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, run the benchmark, print the table."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
+    ap.set_defaults(repeats=5)
     ap.add_argument("--models", default="64-32-10,784-128-10",
                     help="comma-separated MLP sizes, layers joined by '-'")
     ap.add_argument("--probes", type=int, default=8)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batches", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
-    print(machine_header())
+    record = start(args)
     rows = []
     load_start = load_average()
     for spec in args.models.split(","):
@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
                  "sequential probes/s", "batched / sequential", "batched / in-program",
                  "largest node batched / sequential"], rows)
     print(f"goal >= {GOAL_GPU}x applies on a GPU; on {device.platform} this is a report only.")
+    record["rows"] = rows
+    finish(args, record)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from prune_jax.validate import (
 )
 
 __all__ = [
+    "MIN_TRACE_SAMPLES",
     "Estimate",
     "SpectralQuadrature",
     "Spectrum",
@@ -554,8 +555,20 @@ def _cross_fitted(plain: np.ndarray, deflated: np.ndarray) -> tuple[float, float
     return 0.5 * (m1 + m2), 0.5 * float(np.hypot(s1, s2)), np.concatenate(chosen)
 
 
+MIN_TRACE_SAMPLES = 16  # the adaptive trace never stops on a standard error from fewer
+
+
 def _more_probes(est: float, se: float, n: int, rtol: float) -> int:
-    """Probes still needed for ``se <= rtol |est|`` (``se ~ 1/sqrt(n)``), 10% margin."""
+    """Probes still needed for ``se <= rtol |est|`` (``se ~ 1/sqrt(n)``, 10% margin), and for
+    at least :data:`MIN_TRACE_SAMPLES` samples in all.
+
+    Stopping as soon as a standard error from a handful of samples happens to be small
+    would report it too small (about 3x on Gaussian samples that need ~100 probes; 1.5x
+    measured on an MLP Hessian); from 16 samples on, the reported error is the true one to
+    a few percent (benchmarks/RESULTS.md).
+    """
+    if n < MIN_TRACE_SAMPLES:
+        return MIN_TRACE_SAMPLES - n
     if not (np.isfinite(se) and est != 0):
         return 8
     return max(4, int(np.ceil(1.1 * n * (se / (rtol * abs(est))) ** 2)) - n)
@@ -574,22 +587,23 @@ def estimate_spectrum(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: 
 
     - ``.top``: the top-``k`` Ritz pairs of the first run, with true residuals and the Lanczos
       bounds (:class:`TopEigenpairs`, as :func:`top_eigenvalues`).
-    - ``.trace``: every other run gives ``z^T H z = ||z||^2 alpha_1`` for free; while the
-      standard error exceeds ``trace_rtol`` times the estimate (``None``: never), one
-      compiled loop adds Hutchinson probes (one product each, as many as the current
-      variance predicts, at most ``max_trace_probes``). The first run's basis ``Q``, drawn
+    - ``.trace``: every other run gives ``z^T H z = ||z||^2 alpha_1`` for free; while there
+      are fewer than 16 samples or the standard error exceeds ``trace_rtol`` times the
+      estimate (``None``: no probes added), one compiled loop adds Hutchinson probes (one
+      product each, as many as the current variance predicts, at most
+      ``max_trace_probes``). The first run's basis ``Q``, drawn
       independently of these probes, deflates them Hutch++-style at no extra product:
       ``tr(Q^T H Q) + (P z)^T H (P z)`` with ``P = I - Q Q^T`` is unbiased for any ``Q`` and
       has the variance of the un-deflated part only. Each half of the probes uses the
       estimator (plain or deflated) whose sample variance is lower on the *other* half, so
-      the choice never sees the samples it averages. (Stopping on the standard error adds a
-      bias of the order of ``stderr^2 / trace``, far below the standard error.)
+      the choice never sees the samples it averages. The reported standard error is honest:
+      the loop never stops on one estimated from fewer than 16 samples.
     - ``.quadrature``: the :class:`SpectralQuadrature` of every run (rows of the shorter runs
       padded with zero-weight nodes).
 
     Defaults: ``32 + 3 x 16 + k`` products for the top pair and the density, plus the trace
-    probes (about 40 for an MLP Hessian whose ``z^T H z`` varies by 13% between probes):
-    the top eigenvalue of ordinary MLP Hessians to better than 1e-3 (relative; check
+    probes (one product each; 16 to 60 samples on the MLP Hessians of
+    benchmarks/RESULTS.md): the top eigenvalue of ordinary MLP Hessians to better than 1e-3 (relative; check
     ``.top.residuals``) and the trace to a 2% standard error (benchmarks/RESULTS.md).
     ``matvec``, ``linearize``, ``mesh``, ``batch_size`` and ``max_memory_bytes``: as in
     :func:`slq`.
@@ -628,7 +642,7 @@ def estimate_spectrum(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: 
     while True:
         trace = _cross_fitted(plain, _deflated(first, c, plain))
         if trace_rtol is None or done >= max_trace_probes or (
-                plain.size > 1 and trace[1] <= trace_rtol * abs(trace[0])):
+                plain.size >= MIN_TRACE_SAMPLES and trace[1] <= trace_rtol * abs(trace[0])):
             break
         count = min(_more_probes(*trace[:2], plain.size, trace_rtol), max_trace_probes - done)
         s, cs = _round_program(op, k_trace, done, count, first.basis, spec=spec,
