@@ -34,17 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _harness as H
 from _bench_models import make_mlp, synthetic_data
-from _harness import (
-    finish,
-    interleaved,
-    load_average,
-    median,
-    paired_ratio,
-    parser,
-    print_table,
-    start,
-)
 
 from prune_jax.curvature import hvp_operator, lanczos, slq, tridiagonal_eigh
 from prune_jax.tree import tree_random_like
@@ -80,7 +71,7 @@ def bench(sizes: tuple[int, ...], probes: int, steps: int, nb: int, bs: int,
         return np.stack(nodes)
 
     top_b, top_s = float(np.max(batched())), float(np.max(sequential()))
-    times = interleaved({"batched": batched, "mapped": mapped, "sequential": sequential},
+    times = H.interleaved({"batched": batched, "mapped": mapped, "sequential": sequential},
                         repeats, warmup=1)
     return {"name": twin.name, "dim": twin.num_params, "times": times,
             "top": (top_b, top_s)}
@@ -88,7 +79,7 @@ def bench(sizes: tuple[int, ...], probes: int, steps: int, nb: int, bs: int,
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, run the benchmark, print the table."""
-    ap = parser(__doc__)
+    ap = H.parser(__doc__)
     ap.set_defaults(repeats=5)
     ap.add_argument("--models", default="64-32-10,784-128-10",
                     help="comma-separated MLP sizes, layers joined by '-'")
@@ -97,29 +88,30 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batches", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=256)
     args = ap.parse_args(argv)
-    record = start(args)
+    record = H.start(args)
     rows = []
-    load_start = load_average()
+    load_start = H.load_average()
     for spec in args.models.split(","):
         sizes = tuple(int(s) for s in spec.split("-"))
         res = bench(sizes, args.probes, args.steps, args.batches, args.batch_size, args.repeats)
         t = res["times"]
-        tb, tm, ts = median(t["batched"]), median(t["mapped"]), median(t["sequential"])
-        ratio = paired_ratio(t["sequential"], t["batched"])
-        ratio_m = paired_ratio(t["mapped"], t["batched"])
+        tb, tm, ts = H.median(t["batched"]), H.median(t["mapped"]), H.median(t["sequential"])
+        ratio = H.paired_ratio(t["sequential"], t["batched"])
+        ratio_m = H.paired_ratio(t["mapped"], t["batched"])
         rows.append([res["name"], f"{res['dim']:,}", f"{args.probes / tb:.3g}",
                      f"{args.probes / tm:.3g}", f"{args.probes / ts:.3g}", f"{ratio:.2f}",
                      f"{ratio_m:.2f}", f"{res['top'][0]:.5g} / {res['top'][1]:.5g}"])
     device = jax.devices()[0]
-    print_table(f"probe throughput on {device.platform} ({device.device_kind}); {args.probes} "
-                f"probes x {args.steps} steps, {args.batches} batches x {args.batch_size}; "
-                f"medians of {args.repeats} rounds; load {load_start} -> {load_average()}",
-                ["model", "D", "batched probes/s", "in-program sequence probes/s",
-                 "sequential probes/s", "batched / sequential", "batched / in-program",
-                 "largest node batched / sequential"], rows)
+    H.print_table(f"probe throughput on {device.platform} ({device.device_kind}); "
+                  f"{args.probes} probes x {args.steps} steps, {args.batches} batches x "
+                  f"{args.batch_size}; medians of {args.repeats} rounds; load {load_start} -> "
+                  f"{H.load_average()}",
+                  ["model", "D", "batched probes/s", "in-program sequence probes/s",
+                   "sequential probes/s", "batched / sequential", "batched / in-program",
+                   "largest node batched / sequential"], rows)
     print(f"goal >= {GOAL_GPU}x applies on a GPU; on {device.platform} this is a report only.")
     record["rows"] = rows
-    finish(args, record)
+    H.finish(args, record)
 
 
 if __name__ == "__main__":
