@@ -77,25 +77,32 @@ def accuracy_vs_sparsity(sparsity: np.ndarray, accuracy: np.ndarray, *,
 
     ``actual`` is one actual limit or several named readings (``{"(a) ...": s_a, ...}``).
     """
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    ax.plot(sparsity, accuracy, "o-", ms=3, label="test accuracy")
-    if dense_accuracy is not None:
-        ax.axhline(dense_accuracy, color="gray", ls=":", label="dense accuracy")
-    if predicted is not None:
-        ax.axvline(predicted, color="C3", ls="--", label=f"predicted limit {predicted:.4f}")
     readings = {"actual limit": actual} if isinstance(actual, int | float) else (actual or {})
-    for i, (name, value) in enumerate(readings.items()):
-        ax.axvline(value, color=f"C{2 + i}", ls=("-.", ":", "--")[i % 3],
-                   label=f"{name} {value:.4f}")
-    ax.set_xlabel("sparsity (fraction of prunable weights removed)")
-    ax.set_ylabel("test accuracy")
-    if loss is not None:
-        ax2 = ax.twinx()
-        ax2.semilogy(sparsity, loss, color="C1", alpha=0.6, label="test loss")
-        ax2.set_ylabel("test loss", color="C1")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower left")
+    marks = [v for v in (predicted, *readings.values()) if v is not None]
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2, width_ratios=(3, 2))
+    for ax, zoom in zip(axes, (False, True), strict=True):
+        ax.plot(sparsity, accuracy, "o-", ms=3, label="test accuracy")
+        if dense_accuracy is not None:
+            ax.axhline(dense_accuracy, color="gray", ls=":", label="dense accuracy")
+        if predicted is not None:
+            ax.axvline(predicted, color="C3", ls="--", label=f"predicted limit {predicted:.4f}")
+        for i, (name, value) in enumerate(readings.items()):
+            ax.axvline(value, color=f"C{2 + i}", ls=("-.", ":", "--")[i % 3],
+                       label=f"{name} {value:.4f}")
+        ax.set_xlabel("sparsity (fraction of prunable weights removed)")
+        if loss is not None:
+            ax2 = ax.twinx()
+            ax2.semilogy(sparsity, loss, color="C1", alpha=0.6, label="test loss")
+            ax2.set_ylabel("test loss", color="C1")
+        if zoom and marks:   # the transition: from below the limits to the top of the sweep
+            lo = max(0.0, min(marks) - 2 * (float(np.max(sparsity)) - max(marks)) - 0.01)
+            ax.set_xlim(lo, float(np.max(sparsity)) + 0.002)
+            ax.set_title("near the limit")
+    axes[0].set_ylabel("test accuracy")
+    axes[0].set_title(title)
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
     return fig
 
 
