@@ -170,7 +170,7 @@ def test_operator_forms_are_equal_and_memory_budget_falls_back():
     assert len(jax.tree.leaves(plain)) == n_data + 1  # params, batches and the sizes
 
 
-def test_single_batch_dataset_hvp_skips_the_scan_and_matches_hvp():
+def test_single_batch_dataset_hvp_matches_hvp():
     from prune_jax.curvature import dataset_hvp, hvp
 
     w = {"a": jnp.arange(1.0, 4.0), "b": jnp.array([0.5, -1.0])}
