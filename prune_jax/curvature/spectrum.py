@@ -603,8 +603,8 @@ def estimate_spectrum(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: 
 
     Defaults: ``32 + 3 x 16 + k`` products for the top pair and the density, plus the trace
     probes (one product each; 16 to 60 samples on the MLP Hessians of
-    benchmarks/RESULTS.md): the top eigenvalue of ordinary MLP Hessians to better than 1e-3 (relative; check
-    ``.top.residuals``) and the trace to a 2% standard error (benchmarks/RESULTS.md).
+    benchmarks/RESULTS.md): the top eigenvalue of ordinary MLP Hessians to better than 1e-3
+    (relative; check ``.top.residuals``) and the trace to a 2% standard error.
     ``matvec``, ``linearize``, ``mesh``, ``batch_size`` and ``max_memory_bytes``: as in
     :func:`slq`.
 
