@@ -139,35 +139,29 @@ def _masked_problem(dtype):
     return batch_loss, full_loss, params, (x, y, mask), sizes, _like_normal(rng, params)
 
 
-def test_dataset_hvp_equals_hvp_of_concatenated_mean_loss():
+def test_dataset_hvp_equals_hvp_of_concatenated_mean_loss_in_every_operator_form():
+    """Plain, linearised once, or chosen by the memory budget: the exact data-set product."""
     with jax.enable_x64(True):
         batch_loss, full_loss, params, batches, sizes, v = _masked_problem(jnp.float64)
         want = ravel(hvp(full_loss, params, v))[0]
         got = dataset_hvp(batch_loss, params, batches, v, batch_sizes=sizes)
         tol = 1e-12
         assert _rel_err(got, want) < tol
-        lin = hvp_operator(batch_loss, params, batches, batch_sizes=sizes, linearize=True)
-        assert _rel_err(lin(v), want) < tol
+        n_data = len(jax.tree.leaves((params, batches)))
+        for linearize in (True, "auto"):
+            op = hvp_operator(batch_loss, params, batches, batch_sizes=sizes,
+                              linearize=linearize)
+            assert _rel_err(op(v), want) < tol
+            assert len(jax.tree.leaves(op)) > n_data + 1  # the residuals of the linearisation
+        plain = hvp_operator(batch_loss, params, batches, batch_sizes=sizes, memory_budget=0)
+        assert _rel_err(plain(v), want) < tol  # nothing fits the budget: the plain product
+        assert len(jax.tree.leaves(plain)) == n_data + 1  # params, batches and the sizes
         # equal weights (the default) are a different, also exact, average
         per_batch = [ravel(dataset_hvp(batch_loss, params,
                                        jax.tree.map(lambda a, i=i: a[i:i + 1], batches), v))[0]
                      for i in range(len(sizes))]
         assert _rel_err(dataset_hvp(batch_loss, params, batches, v),
                         np.mean(np.stack(per_batch), axis=0)) < tol
-
-
-def test_operator_forms_are_equal_and_memory_budget_falls_back():
-    """Linearised once, plain, or chosen by the memory budget: the same products."""
-    batch_loss, _, params, batches, sizes, v = _masked_problem(jnp.float32)
-    want = ravel(dataset_hvp(batch_loss, params, batches, v, batch_sizes=sizes))[0]
-    n_data = len(jax.tree.leaves((params, batches)))
-    for linearize in (True, "auto"):
-        op = hvp_operator(batch_loss, params, batches, batch_sizes=sizes, linearize=linearize)
-        assert _rel_err(op(v), want) < 1e-5
-        assert len(jax.tree.leaves(op)) > n_data + 1  # the residuals of the linearisation
-    plain = hvp_operator(batch_loss, params, batches, batch_sizes=sizes, memory_budget=0)
-    assert _rel_err(plain(v), want) < 1e-5  # nothing fits the budget: the plain product
-    assert len(jax.tree.leaves(plain)) == n_data + 1  # params, batches and the sizes
 
 
 def test_single_batch_dataset_hvp_matches_hvp():
