@@ -47,7 +47,7 @@ extensions = [
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store", "**/.ipynb_checkpoints"]
+exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store", "**/.ipynb_checkpoints", "img/*.md"]
 templates_path: list[str] = []
 nitpicky = False          # type hints name jax/numpy/optax types, and intersphinx is off
 default_role = "code"     # `x` in docstrings is inline code, as in the source comments

@@ -17,7 +17,7 @@ import numpy as np
 from prune_jax import ranking
 from prune_jax.limits.width import SpectralMeasure, projected_width_fraction, spectral_measure
 from prune_jax.tree import PyTree, check_finite, check_floating, prunable_leaves
-from prune_jax.validate import check_int, check_positive
+from prune_jax.validate import check_int, check_no_explicit_mesh, check_positive
 
 __all__ = ["SparsityLimit", "predict_sparsity_limit"]
 
@@ -133,6 +133,7 @@ def predict_sparsity_limit(params: PyTree, spectrum: Any, eps: float, *,
     eps = check_positive(eps, "eps")
     measure = spectral_measure(spectrum, zero_mass)
     num_curve = check_int(num_curve, "num_curve", low=2)
+    check_no_explicit_mesh(params, "params")
     leaves = prunable_leaves(params, prunable)
     check_floating(leaves, "params")
     n = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in leaves)

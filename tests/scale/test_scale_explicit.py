@@ -43,10 +43,7 @@ def _on(mesh):
 
 
 @pytest.mark.parametrize("name", [
-    "magnitude_mask", "pq_index", "hvp_operator", "slq",
-    pytest.param("predict_sparsity_limit", marks=pytest.mark.xfail(
-        reason="prune_jax/limits/predict.py does not call check_no_explicit_mesh yet (it "
-               "reads the weights to the host, so it works on Explicit meshes)")),
+    "magnitude_mask", "pq_index", "hvp_operator", "slq", "predict_sparsity_limit",
 ])
 def test_explicit_mesh_gets_one_clear_error_and_auto_mesh_works(name):
     CALLS[name](_on(make_mesh()))  # Auto axes: a result
