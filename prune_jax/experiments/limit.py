@@ -9,8 +9,8 @@
 3. The spectrum of the full-training-set Hessian with respect to the prunable kernels: SLQ,
    or with ``--spectrum exact`` every eigenvalue (dense Hessian from HVPs, then ``eigh``;
    the SLQ prediction on the same weights is reported beside it). The predicted limit is the
-   exact fixed point of SPEC 2.3, with regime diagnostics (:func:`prune_jax.limits.
-   regime_diagnostics`) that say why a gap may be large.
+   exact fixed point of SPEC 2.3, with regime diagnostics
+   (:func:`prune_jax.regime_diagnostics`) that say why a gap may be large.
 4. LOMP: global one-shot magnitude pruning on a uniform sparsity grid (default: the reference
    code's 0.001 grid), refined to ``--sweep-resolution`` between and around both readings of
    the actual limit (SPEC 2.4): (a) the last

@@ -14,8 +14,10 @@ from prune_jax.limits.predict import SparsityLimit, predict_sparsity_limit
 from prune_jax.limits.regime import Regime, regime_diagnostics
 from prune_jax.limits.tolerance import LossTolerance, loss_tolerance, shuffled_loss_tolerance
 from prune_jax.limits.width import (
+    SpectralMeasure,
     ellipsoid_gaussian_width,
     projected_width_fraction,
+    spectral_measure,
     trace_width_bound,
 )
 
@@ -23,11 +25,13 @@ __all__ = [
     "LossTolerance",
     "Regime",
     "SparsityLimit",
+    "SpectralMeasure",
     "ellipsoid_gaussian_width",
     "loss_tolerance",
     "predict_sparsity_limit",
     "projected_width_fraction",
     "regime_diagnostics",
     "shuffled_loss_tolerance",
+    "spectral_measure",
     "trace_width_bound",
 ]

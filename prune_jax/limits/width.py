@@ -72,13 +72,13 @@ def _check_distance(distance: Any) -> np.ndarray:
 
 
 def spectral_measure(spectrum: Any, zero_mass: float = 0.0) -> SpectralMeasure:
-    """Normalise a spectrum to a :class:`SpectralMeasure` with an atom of mass ``zero_mass``
-    at 0 (SPEC 1.3, 2.2), validating it once.
+    """Normalise a spectrum to a :class:`~prune_jax.limits.SpectralMeasure` with an atom of
+    mass ``zero_mass`` at 0 (SPEC 1.3, 2.2), validating it once.
 
     ``spectrum`` is an array of exact eigenvalues (each gets weight ``(1 - zero_mass) / D``),
     an SLQ result with ``.nodes``/``.weights`` of shape ``(num_probes, num_steps)`` whose rows
     sum to 1 (node ``k`` of probe ``l`` gets ``(1 - zero_mass) tau_k^(l) / num_probes``), or a
-    :class:`SpectralMeasure` (returned as is when ``zero_mass`` is 0).
+    :class:`~prune_jax.limits.SpectralMeasure` (returned as is when ``zero_mass`` is 0).
 
     Example:
         >>> m = spectral_measure([1.0, 3.0], zero_mass=0.5)
@@ -238,7 +238,7 @@ def projected_width_fraction(spectrum: Any, distance: Any, eps: float, *,
 
     Args:
         spectrum: eigenvalues (array), an object with ``.nodes``/``.weights``, or a
-            :class:`SpectralMeasure`.
+            :class:`~prune_jax.limits.SpectralMeasure`.
         distance: ``R >= 0``, scalar or array (vectorised).
         eps: loss tolerance ``> 0``.
         zero_mass: fraction in ``[0, 1]`` of eigenvalues set to exactly 0.
