@@ -295,8 +295,9 @@ def refine_quadrature(operator: Any, like: PyTree, params: PyTree, quad: Any, ep
     ``F(R) = (1/D) tr[(I + R^2 |H| / 2 eps)^-1]`` changes on the scale of the critical
     curvature ``2 eps / R(s*)^2``. When that scale sits among the small Ritz values (quadrature
     mass above ``min_mass`` next to it, :func:`prune_jax.regime_diagnostics`), a Gauss rule of
-    ``m`` nodes resolves it coarsely and ``s*`` comes out low. With the same probes (``key``)
-    the steps are doubled until that mass is at most ``min_mass`` or ``max_steps`` is reached.
+    ``m`` nodes resolves it coarsely and ``s*`` comes out low. SLQ is rerun with twice the steps
+    (the same number of probes, drawn from ``key`` each time) until that mass is at most
+    ``min_mass`` or ``max_steps`` is reached.
     Returns the final quadrature and the ``(steps, s*)`` history.
     """
     def predict(q: Any) -> tuple[float, float]:
