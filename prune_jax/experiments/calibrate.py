@@ -132,27 +132,35 @@ def run(config: Config) -> dict[str, Any]:
     return study
 
 
+COLUMNS = ("data set", "model", "l1 budget", "l1", "seed", "dense acc.", "near zero", "predicted",
+           "(a)", "(b)", "(c) loss", "gap (a)", "gap (b)", "gap (c)", "regime")
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    """One run as the cells of :data:`COLUMNS`."""
+    p = r["predicted"]
+    actual = [r["actual_before_first_drop"], r["actual_largest_passing"],
+              r["actual_loss_within_eps"]]
+    return [r["dataset"], r["model"], f"{r['l1_budget']:.3g}", f"{r['l1']:.3g}", str(r["seed"]),
+            f"{r['dense_test_accuracy']:.4f}", f"{r['near_zero_fraction']:.3f}", f"{p:.4f}",
+            *(f"{a:.4f}" for a in actual), *(f"{p - a:+.4f}" for a in actual),
+            "ok" if not r["warnings"] else "warned"]
+
+
 def render_markdown(study: dict[str, Any]) -> str:
     """The study as Markdown: one row per run, then the mean and largest ``|gap|`` per reading
     (all runs, and the runs without regime warnings). Every number comes from ``study``."""
     exact = any(r["predicted_exact"] is not None for r in study["records"])
-    rows = ["| data set | model | l1 budget | l1 | seed | dense acc. | near zero | predicted | "
-            + ("SLQ (steps) | " if exact else "")
-            + "(a) | (b) | (c) loss | gap (a) | gap (b) | gap (c) | regime |",
-            "|---|---|---|---|---|---|---|---|" + ("---|" if exact else "")
-            + "---|---|---|---|---|---|---|"]
+    header = list(COLUMNS)
+    if exact:
+        header.insert(7, "SLQ (steps)")
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in study["records"]:
-        p = r["predicted"]
+        cells = _cells(r)
         steps = r["slq_steps"][-1][0] if r.get("slq_steps") else ""
-        rows.append(
-            f"| {r['dataset']} | {r['model']} | {r['l1_budget']:.3g} | {r['l1']:.3g} | "
-            f"{r['seed']} | {r['dense_test_accuracy']:.4f} | {r['near_zero_fraction']:.3f} | "
-            f"{p:.4f} | " + (f"{r['predicted_slq']:.4f} ({steps}) | " if exact else "")
-            + f"{r['actual_before_first_drop']:.4f} | "
-            f"{r['actual_largest_passing']:.4f} | {r['actual_loss_within_eps']:.4f} | "
-            f"{p - r['actual_before_first_drop']:+.4f} | {p - r['actual_largest_passing']:+.4f} | "
-            f"{p - r['actual_loss_within_eps']:+.4f} | "
-            f"{'ok' if not r['warnings'] else 'warned'} |")
+        if exact:
+            cells.insert(7, f"{r['predicted_slq']:.4f} ({steps})")
+        rows.append("| " + " | ".join(cells) + " |")
     rows += ["", "| runs | reading | mean gap | mean \\|gap\\| | max \\|gap\\| |",
              "|---|---|---|---|---|"]
     names = {"before_first_drop": "(a) last before the first drop",
@@ -168,18 +176,10 @@ def render_markdown(study: dict[str, Any]) -> str:
 
 def _print(study: dict[str, Any]) -> None:
     t = Table(title="Predicted vs actual pruning limit (sparsity)")
-    for col in ("data set", "model", "l1", "seed", "budget", "near 0", "predicted",
-                "(a)", "(b)", "loss", "gap (a)", "gap (b)", "gap loss", "regime"):
+    for col in COLUMNS:
         t.add_column(col, justify="right")
     for r in study["records"]:
-        t.add_row(r["dataset"], r["model"], f"{r['l1']:g}", str(r["seed"]),
-                  f"{r['l1_budget']:.3g}", f"{r['near_zero_fraction']:.3f}",
-                  f"{r['predicted']:.4f}", f"{r['actual_before_first_drop']:.4f}",
-                  f"{r['actual_largest_passing']:.4f}", f"{r['actual_loss_within_eps']:.4f}",
-                  f"{r['predicted'] - r['actual_before_first_drop']:+.4f}",
-                  f"{r['predicted'] - r['actual_largest_passing']:+.4f}",
-                  f"{r['predicted'] - r['actual_loss_within_eps']:+.4f}",
-                  "ok" if not r["warnings"] else "warned")
+        t.add_row(*_cells(r))
     results_console.print(t)
     for subset, s in study["summary"].items():
         for k in READINGS:

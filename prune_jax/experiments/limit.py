@@ -44,6 +44,7 @@ from prune_jax.experiments.progress import console, results_console
 from prune_jax.experiments.spectrum import compute_spectrum
 from prune_jax.experiments.train import TrainingDiverged, evaluate, loss_and_updates
 from prune_jax.tree import PyTree, combine, partition, prunable_leaves, prunable_tree
+from prune_jax.validate import check_fraction, check_int
 
 __all__ = ["ActualLimits", "Config", "SweepResult", "actual_limits", "global_ranks",
            "loss_limit", "magnitude_sweep", "refine_quadrature", "refine_sweep", "run"]
@@ -300,6 +301,9 @@ def refine_quadrature(operator: Any, like: PyTree, params: PyTree, quad: Any, ep
     ``min_mass`` or ``max_steps`` is reached.
     Returns the final quadrature and the ``(steps, s*)`` history.
     """
+    max_steps = check_int(max_steps, "max_steps", low=2)
+    min_mass = check_fraction(min_mass, "min_mass")
+
     def predict(q: Any) -> tuple[float, float]:
         lim = L.predict_sparsity_limit(params, q, eps, zero_mass=zero_mass)
         mass = L.regime_diagnostics(params, q, eps, lim, eps_spread=0.0,

@@ -158,3 +158,9 @@ def test_quadrature_refinement_is_skipped_when_the_quadrature_resolves_f():
     refined, history = LIM.refine_quadrature(op, params, params, quad, 1.0,
                                              key=jax.random.key(0), max_steps=256)
     assert len(history) == 1 and refined is quad
+
+
+def test_quadrature_refinement_rejects_bad_limits():
+    params, _, op = _diagonal_problem(0.1)
+    with pytest.raises(ValueError, match="max_steps"):
+        LIM.refine_quadrature(op, params, params, None, 1.0, key=jax.random.key(0), max_steps=1)
