@@ -29,6 +29,7 @@ from prune_jax.limits import (
     LossTolerance,
     Regime,
     SparsityLimit,
+    TrainingCheck,
     ellipsoid_gaussian_width,
     loss_tolerance,
     predict_sparsity_limit,
@@ -36,6 +37,7 @@ from prune_jax.limits import (
     regime_diagnostics,
     shuffled_loss_tolerance,
     trace_width_bound,
+    training_check,
 )
 from prune_jax.sparsity import (
     SAP,
@@ -73,6 +75,7 @@ __all__ = [
     "Spectrum",
     "TopEigenpairs",
     "TraceEstimate",
+    "TrainingCheck",
     "apply_mask",
     "dataset_hvp",
     "ellipsoid_gaussian_width",
@@ -103,6 +106,7 @@ __all__ = [
     "sparsity_report",
     "top_eigenvalues",
     "trace_width_bound",
+    "training_check",
     "tree",
     "tridiagonal_eigh",
 ]

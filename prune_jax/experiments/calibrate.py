@@ -90,7 +90,10 @@ def _record(r: dict[str, Any], dataset: str, model: str, l1: float, seed: int) -
             "critical_mass": r["regime"]["critical_mass"],
             "sensitivity": r["regime"]["sensitivity"],
             "eps_shift": r["regime"]["eps_shift"],
-            "warnings": r["regime"]["warnings"]}
+            "training_loss_limit": r["training_check"]["loss_limit"],
+            "training_accuracy_limit": r["training_check"]["accuracy_limit"],
+            "generalisation_gap": r["training_check"]["generalisation_gap"],
+            "warnings": r["warnings"]}
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,7 +136,8 @@ def run(config: Config) -> dict[str, Any]:
 
 
 COLUMNS = ("data set", "model", "l1 budget", "l1", "seed", "dense acc.", "near zero", "predicted",
-           "(a)", "(b)", "(c) loss", "gap (a)", "gap (b)", "gap (c)", "regime")
+           "(a)", "(b)", "(c) loss", "gap (a)", "gap (b)", "gap (c)", "train loss / acc.",
+           "test-train loss / eps", "regime")
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
@@ -144,7 +148,8 @@ def _cells(r: dict[str, Any]) -> list[str]:
     return [r["dataset"], r["model"], f"{r['l1_budget']:.3g}", f"{r['l1']:.3g}", str(r["seed"]),
             f"{r['dense_test_accuracy']:.4f}", f"{r['near_zero_fraction']:.3f}", f"{p:.4f}",
             *(f"{a:.4f}" for a in actual), *(f"{p - a:+.4f}" for a in actual),
-            "ok" if not r["warnings"] else "warned"]
+            f"{r['training_loss_limit']:.3f} / {r['training_accuracy_limit']:.3f}",
+            f"{r['generalisation_gap']:.0f}", "ok" if not r["warnings"] else "warned"]
 
 
 def render_markdown(study: dict[str, Any]) -> str:

@@ -18,7 +18,9 @@
    reference code's, the largest sparsity whose accuracy is still within the tolerance. Both
    are also read at a one-test-example tolerance. Every point is evaluated inside one
    compiled ``lax.map``.
-5. A table (stdout), ``limit.json`` and three plots (spectral density, accuracy vs sparsity
+5. The same pruning on the training data (:func:`prune_jax.training_check`): the theory's
+   loss criterion and the accuracy there, and the test-minus-training loss in units of eps.
+6. A table (stdout), ``limit.json`` and three plots (spectral density, accuracy vs sparsity
    with the prediction and both readings, the fixed-point crossing).
 """
 
@@ -402,6 +404,15 @@ def run(config: Config, *, report: bool = True) -> dict[str, Any]:
         actual_1 = actual_limits(sweep, dense_acc, tolerances[1])
         actual_loss = loss_limit(sweep, float(dense.loss), eps.value)
 
+    with timer("training-data check"):  # the same pruning on the data the prediction used
+        train_sweep = magnitude_sweep(setup.model, params, stats, setup.train_batches,
+                                      np.linspace(0.0, 0.999, config.sweep_points), ranks=ranks)
+        train_loss, train_acc = float(train_sweep.loss[0]), float(train_sweep.accuracy[0])
+        check = L.training_check(
+            float(pred.sparsity), loss_limit=loss_limit(train_sweep, train_loss, eps.value),
+            accuracy_limit=actual_limits(train_sweep, train_acc).before_first_drop,
+            train_loss=train_loss, test_loss=float(dense.loss), eps=eps.value)
+
     trace_abs = float(sq.expect(np.abs) * sq.dim)
     trace_curve = np.asarray(L.trace_width_bound(
         trace_abs, sq.dim, np.asarray(_distances(params, pred.curve_sparsity)), eps.value))
@@ -429,6 +440,9 @@ def run(config: Config, *, report: bool = True) -> dict[str, Any]:
         "actual_loss_within_eps": actual_loss,
         "gap": {name: float(pred.sparsity) - v for name, v in actual._asdict().items()},
         "regime": regime._asdict(),
+        "training_check": {**check._asdict(), "dense_train_loss": train_loss,
+                           "dense_train_accuracy": train_acc},
+        "warnings": list(regime.warnings + check.warnings),
         "regime_slq": regime_slq._asdict(),
         "slq_steps": [[int(m), float(v)] for m, v in stage["slq_steps"]],
         "distance_at_prediction": float(pred.distance),
@@ -438,6 +452,8 @@ def run(config: Config, *, report: bool = True) -> dict[str, Any]:
         "trace_hutchinson": float(stage["trace"][0]),
         "trace_hutchinson_stderr": float(stage["trace"][1]),
         "sweep": {"sparsity": sweep.sparsity, "accuracy": sweep.accuracy, "loss": sweep.loss},
+        "train_sweep": {"sparsity": train_sweep.sparsity, "accuracy": train_sweep.accuracy,
+                        "loss": train_sweep.loss},
         "curve": {"sparsity": pred.curve_sparsity, "width_fraction": pred.curve_width_fraction,
                   "trace_bound": trace_curve},
         "slq": {"nodes": sq.nodes, "weights": sq.weights},
@@ -457,7 +473,8 @@ def run(config: Config, *, report: bool = True) -> dict[str, Any]:
         sweep.sparsity, sweep.accuracy, loss=sweep.loss, dense_accuracy=dense_acc,
         predicted=pred.sparsity,
         actual={"(a) before first drop": actual.before_first_drop,
-                "(b) largest passing": actual.largest_passing}),
+                "(b) largest passing": actual.largest_passing,
+                "training loss within eps": check.loss_limit}),
         out / "accuracy_vs_sparsity.png")
     plots.save(plots.fixed_point(np.asarray(pred.curve_sparsity),
                                  np.asarray(pred.curve_width_fraction), float(pred.sparsity),
@@ -503,6 +520,11 @@ def _print_table(config: Config, r: dict[str, Any]) -> None:
               f"{a1['before_first_drop']:.4f} / {a1['largest_passing']:.4f}")
     t.add_row("  test loss within eps of the dense loss (the theory's criterion)",
               f"{r['actual_loss_within_eps']:.4f}  (gap {pred - r['actual_loss_within_eps']:+.4f})")
+    c = r["training_check"]
+    t.add_row("training data, same pruning: loss within eps / accuracy (a)",
+              f"{c['loss_limit']:.4f} / {c['accuracy_limit']:.4f}  "
+              f"(gap {pred - c['loss_limit']:+.4f} / {pred - c['accuracy_limit']:+.4f})")
+    t.add_row("dense test loss - training loss, in eps", f"{c['generalisation_gap']:.1f}")
     t.add_row("dense test accuracy", f"{r['dense_test_accuracy']:.4f} on {r['num_test']} "
               "test examples")
     t.add_row("eps (shuffled batches, mean +- spread)" if config.eps is None else "eps (--eps)",
@@ -524,6 +546,6 @@ def _print_table(config: Config, r: dict[str, Any]) -> None:
     for name, sec in r["seconds"].items():
         t.add_row(f"wall time: {name}", f"{sec:.1f} s")
     results_console.print(t)
-    for w in reg["warnings"]:
+    for w in r["warnings"]:
         results_console.print(f"[bold yellow]warning:[/] {w}")
     console.print(f"wrote {config.out}/limit.json and plots")

@@ -7,11 +7,12 @@
   batches of the training batch size, over a few shuffles (SPEC 2.3); :func:`loss_tolerance`
   for batches already stacked (one ordering, optionally split over a mesh).
 - :func:`predict_sparsity_limit`: the exact solution of ``s = F(R(s))`` (SPEC 2.3), and
-  :func:`regime_diagnostics`: whether a prediction is in the regime the theory describes.
+  :func:`regime_diagnostics`: whether a prediction is in the regime the theory describes;
+  :func:`training_check`: the prediction against magnitude pruning on the training data.
 """
 
 from prune_jax.limits.predict import SparsityLimit, predict_sparsity_limit
-from prune_jax.limits.regime import Regime, regime_diagnostics
+from prune_jax.limits.regime import Regime, TrainingCheck, regime_diagnostics, training_check
 from prune_jax.limits.tolerance import LossTolerance, loss_tolerance, shuffled_loss_tolerance
 from prune_jax.limits.width import (
     SpectralMeasure,
@@ -26,6 +27,7 @@ __all__ = [
     "Regime",
     "SparsityLimit",
     "SpectralMeasure",
+    "TrainingCheck",
     "ellipsoid_gaussian_width",
     "loss_tolerance",
     "predict_sparsity_limit",
@@ -34,4 +36,5 @@ __all__ = [
     "shuffled_loss_tolerance",
     "spectral_measure",
     "trace_width_bound",
+    "training_check",
 ]

@@ -86,6 +86,12 @@ def test_limit_pipeline_smoke_with_exact_spectrum(tmp_path):
     assert r["actual_one_example"]["tolerance"] == pytest.approx(1 / 360)
     assert set(r["regime"]) >= {"near_zero_fraction", "critical_mass", "sensitivity",
                                 "eps_shift", "warnings"}
+    train, check = r["train_sweep"], r["training_check"]
+    sweep = LIM.SweepResult(*(np.asarray(train[k]) for k in ("sparsity", "accuracy", "loss")))
+    assert check["loss_limit"] == LIM.loss_limit(sweep, sweep.loss[0], r["eps"])
+    assert check["generalisation_gap"] == pytest.approx(
+        (r["dense_test_loss"] - check["dense_train_loss"]) / r["eps"])
+    assert set(r["warnings"]) == set(r["regime"]["warnings"]) | set(check["warnings"])
     assert np.load(out / "exact_eigenvalues.npy").shape == (640,)
     assert 0.0 <= r["zero_mass_rows"] <= 1.0
     for name in ("spectral_density.png", "accuracy_vs_sparsity.png", "fixed_point.png"):
