@@ -1,26 +1,10 @@
 """Magnitude ranking: which weights "remove the k smallest" removes (SPEC 2.3, 3.2).
 
-One convention serves every caller. The leaves are taken in the order given (for a model, the
-prunable leaves in ``jax.tree.leaves`` order), each flattened in C order, and concatenated;
-positions are ranked by ascending ``|w|``, ties broken by the lower position first. Removing
-the ``k`` smallest removes exactly the positions of rank ``< k``. NaN and Inf rank above every
-finite magnitude (callers validate their inputs).
-
-- :func:`remove_smallest`: removal masks, ``k`` per *scope unit* (the magnitude masks and
-  pruning steps of :mod:`prune_jax.sparsity`): an exact threshold by ``np.partition``, O(n).
-- :func:`rank_magnitudes`, :func:`ranks`, :func:`prefix_norms`: one full sort for the limit
-  solver and sweeps (SPEC 2.3): the rank of every weight, and ``R_k``, the l2 norm of the
-  ``k`` smallest magnitudes, from float64 prefix sums.
-
-Scope units (SPEC 3.2): ``"global"``, all leaves form one unit; ``"layer"``, each leaf is a
-unit; ``"neuron"``, each index of a leaf's LAST axis (the output unit of a Flax kernel) is a
-unit holding the entries of ``leaf[..., j]``. Units are numbered leaf by leaf, then by that
-index (:func:`unit_sizes`).
-
-Everything runs in numpy on the host when this process can read the arrays (no compilation).
-Arrays spread over other processes' devices (multi-host) are gathered to every host by
-:func:`rank_magnitudes` (:func:`prune_jax.tree.to_host`); :func:`remove_smallest` runs them,
-and traced arrays under ``jit``, through the same code in ``jax.numpy`` (``jnp.sort``).
+The leaves, in the order given, are flattened in C order and concatenated; positions rank by
+ascending ``|w|``, ties by the lower position (NaN/Inf above every finite magnitude). Scope
+units (SPEC 3.2): ``"global"``, all leaves; ``"layer"``, each leaf; ``"neuron"``, each index
+``j`` of a leaf's LAST axis (``leaf[..., j]``), numbered leaf by leaf. numpy on the host when
+this process can read the arrays (no compilation), else the same code in ``jax.numpy``.
 """
 
 from __future__ import annotations
@@ -36,8 +20,6 @@ import numpy as np
 from prune_jax.tree import fully_addressable, to_host
 from prune_jax.validate import check_choice, is_concrete
 
-Array = jax.Array
-
 __all__ = ["MagnitudeRanking", "prefix_norms", "rank_magnitudes", "ranks", "remove_smallest",
            "unit_sizes", "unit_view"]
 
@@ -45,46 +27,40 @@ BLOCK = 2048  # magnitudes per float64 block sum of MagnitudeRanking.block_sums
 
 
 class MagnitudeRanking(NamedTuple):
-    """All magnitudes in ascending order (from :func:`rank_magnitudes`; numpy arrays).
-
-    Attributes:
-      order: ``(n,)`` positions (into the concatenated flat leaves) in ascending order,
-        ties by lower position; ``None`` when built with ``with_order=False``.
-      magnitudes: ``(n,)`` sorted ``|w|`` (float32; float64 when a leaf is float64).
-      block_sums: ``(n // BLOCK + 1,)`` float64: ``block_sums[j]`` is the sum of squares of
-        ``magnitudes[:j * BLOCK]``.
-    """
+    """All magnitudes in ascending order (numpy, from :func:`rank_magnitudes`): ``order``,
+    the positions (``None`` with ``with_order=False``); ``magnitudes``, sorted ``|w|``;
+    ``block_sums[j]``, the float64 sum of squares of ``magnitudes[:j * BLOCK]``."""
 
     order: np.ndarray | None
     magnitudes: np.ndarray
     block_sums: np.ndarray
 
 
-def _host(leaves: Sequence[Any]) -> list[np.ndarray]:
-    return [np.asarray(x) for x in (leaves if fully_addressable(leaves) else to_host(leaves))]
+def readable(*arrays: Sequence[Any] | None) -> list[list[np.ndarray] | None] | None:
+    """numpy copies of these lists of arrays (``None`` stays) if this process can read them
+    all, else ``None``: traced, or on other processes' devices (use the ``jnp`` code)."""
+    if not (is_concrete(arrays) and fully_addressable(arrays)):
+        return None
+    return [None if a is None else [np.asarray(x) for x in a] for a in arrays]
 
 
-def _float_dtype(leaves: Sequence[Any]) -> np.dtype:
+def float_dtype(leaves: Sequence[Any]) -> np.dtype:
+    """float64 if a leaf is 64-bit, else float32: the dtype magnitudes are ranked in."""
     wide = any(np.dtype(x.dtype).itemsize > 4 for x in leaves)
     return np.dtype(np.float64 if wide else np.float32)
 
 
 def rank_magnitudes(leaves: Sequence[Any], *, with_order: bool = True) -> MagnitudeRanking:
-    """Sort the magnitudes of ``leaves`` (concatenated flat, in order) once, on the host.
-
-    ``with_order=False`` skips the stable ``argsort`` (several times slower than the sort)
-    when only magnitudes and :func:`prefix_norms` are needed. Needs concrete arrays; those of
-    other processes are gathered to every host.
+    """Sort the magnitudes of ``leaves`` (concrete; concatenated flat) once, on the host;
+    ``with_order=False`` skips the (slower) stable ``argsort``.
 
     Example:
-      >>> import numpy as np
-      >>> from prune_jax import ranking
-      >>> r = ranking.rank_magnitudes([np.array([[3.0, -1.0], [2.0, 1.0]]), np.array([-0.5])])
+      >>> r = rank_magnitudes([np.array([[3.0, -1.0], [2.0, 1.0]]), np.array([-0.5])])
       >>> r.order.tolist(), r.magnitudes.tolist()          # the tie 1.0 = |-1.0|: position 1 first
       ([4, 1, 3, 2, 0], [0.5, 1.0, 1.0, 2.0, 3.0])
     """
-    arrays = _host(leaves)
-    dtype = _float_dtype(arrays)
+    arrays = [np.asarray(x) for x in (leaves if fully_addressable(leaves) else to_host(leaves))]
+    dtype = float_dtype(arrays)
     mags = np.concatenate([np.abs(a.astype(dtype, copy=False)).reshape(-1) for a in arrays])
     order = np.argsort(mags, kind="stable") if with_order else None
     mags = mags[order] if with_order else np.sort(mags)
@@ -94,14 +70,11 @@ def rank_magnitudes(leaves: Sequence[Any], *, with_order: bool = True) -> Magnit
 
 
 def ranks(ranking: MagnitudeRanking) -> np.ndarray:
-    """Rank of every position (the inverse permutation of ``order``): ``ranks < k`` marks the
-    ``k`` smallest. int32 (int64 past ``2**31 - 1`` weights).
+    """Rank of every position (the inverse of ``order``; int32, or int64 past ``2**31 - 1``
+    weights): ``ranks < k`` marks the ``k`` smallest.
 
-    Example:
-      >>> import numpy as np
-      >>> from prune_jax import ranking
-      >>> r = ranking.rank_magnitudes([np.array([3.0, -1.0, 2.0, 1.0])])
-      >>> ranking.ranks(r).tolist()
+      >>> r = rank_magnitudes([np.array([3.0, -1.0, 2.0, 1.0])])
+      >>> ranks(r).tolist()
       [3, 0, 2, 1]
     """
     n = ranking.order.size
@@ -114,11 +87,8 @@ def prefix_norms(ranking: MagnitudeRanking, k: Any) -> np.ndarray:
     """``R_k``: the l2 norm of the ``k`` smallest magnitudes, in float64, for integer ``k``
     (any shape, ``0 <= k <= n``): a block prefix sum and at most ``BLOCK`` squares per ``k``.
 
-    Example:
-      >>> import numpy as np
-      >>> from prune_jax import ranking
-      >>> r = ranking.rank_magnitudes([np.array([3.0, -4.0, 12.0])], with_order=False)
-      >>> ranking.prefix_norms(r, np.array([0, 2, 3])).tolist()
+      >>> r = rank_magnitudes([np.array([3.0, -4.0, 12.0])], with_order=False)
+      >>> prefix_norms(r, np.array([0, 2, 3])).tolist()
       [0.0, 5.0, 13.0]
     """
     k = np.asarray(k, np.int64)
@@ -134,34 +104,26 @@ def prefix_norms(ranking: MagnitudeRanking, k: Any) -> np.ndarray:
 
 
 def unit_view(x: Any, scope: str) -> Any:
-    """``x`` as an ``(m, u)`` matrix whose columns are its scope units (``u = 1`` unless
-    ``scope == "neuron"``); rows are in flat order. Works for numpy and jax arrays.
+    """``x`` (numpy or jax) as an ``(m, u)`` matrix whose columns are its scope units
+    (``u = 1`` unless ``scope == "neuron"``), rows in flat order.
 
-    Example:
-      >>> import numpy as np
-      >>> from prune_jax import ranking
-      >>> ranking.unit_view(np.zeros((3, 3, 2, 4)), "neuron").shape   # a conv kernel: 4 units
+      >>> unit_view(np.zeros((3, 3, 2, 4)), "neuron").shape   # a conv kernel: 4 units
       (18, 4)
     """
-    return x.reshape(-1, _units(x.shape, scope)[1])
-
-
-def _units(shape: tuple[int, ...], scope: str) -> tuple[int, int]:
-    """``(m, u)``: a leaf of this shape has ``u`` units of ``m`` weights."""
-    u = shape[-1] if scope == "neuron" and shape else 1
-    return int(np.prod(shape, dtype=np.int64)) // max(u, 1), u
+    return x.reshape(-1, x.shape[-1] if scope == "neuron" and x.ndim else 1)
 
 
 def unit_sizes(shapes: Sequence[tuple[int, ...]], scope: str) -> np.ndarray:
     """Number of weights of every unit, in unit order (int64, one entry under ``"global"``).
 
-    Example:
-      >>> from prune_jax import ranking
       >>> shapes = [(3, 2), (4,)]
-      >>> [ranking.unit_sizes(shapes, s).tolist() for s in ("global", "layer", "neuron")]
+      >>> [unit_sizes(shapes, s).tolist() for s in ("global", "layer", "neuron")]
       [[10], [6, 4], [3, 3, 1, 1, 1, 1]]
     """
-    sizes = [m for m, u in (_units(tuple(s), scope) for s in shapes) for _ in range(u)]
+    sizes = []
+    for shape in map(tuple, shapes):
+        u = shape[-1] if scope == "neuron" and shape else 1
+        sizes += [int(np.prod(shape, dtype=np.int64)) // max(u, 1)] * u
     return np.array([sum(sizes)] if scope == "global" else sizes, np.int64)
 
 
@@ -206,7 +168,7 @@ def _smallest(xp: Any, keys: Any, k: Any) -> Any:
 
 def _remove(xp: Any, leaves: list[Any], live: list[Any] | None, k: Any, scope: str
             ) -> list[Any]:
-    keys = _keys(xp, leaves, live, _float_dtype(leaves))
+    keys = _keys(xp, leaves, live, float_dtype(leaves))
     ends = np.cumsum([x.size for x in leaves])
     if scope == "global":
         groups = [keys.reshape(-1, 1)]
@@ -234,28 +196,22 @@ def remove_smallest(leaves: Sequence[Any], k: Any, *, scope: str = "global",
 
     Args:
       leaves: floating arrays (a model's prunable leaves, in ``jax.tree.leaves`` order).
-      k: removals per unit: an integer, or an integer array with one entry per unit in the
-        order of :func:`unit_sizes` (``0 <= k <= unit size``).
-      scope: ``"global"``, ``"layer"`` or ``"neuron"`` (module docstring).
-      live: optional boolean arrays like ``leaves`` (False = already pruned). Pruned weights
-        rank below every magnitude and are always removed: a unit loses
-        ``max(k, pruned)``.
+      k: removals per unit: an integer, or one per unit in :func:`unit_sizes` order.
+      scope: ``"global"``, ``"layer"`` or ``"neuron"``.
+      live: optional boolean arrays like ``leaves`` (False = already pruned): pruned weights
+        rank below every magnitude, so a unit loses ``max(k, pruned)``.
 
     Returns:
-      Boolean arrays shaped like ``leaves``: numpy arrays, or jax arrays when some input is
-      traced (under ``jit``) or spans other processes' devices (then ``jnp.sort`` decides).
-      Ranks in float32 (float64 if a leaf is float64), compared as bit patterns.
+      Boolean arrays like ``leaves`` (jax arrays if an input is traced or spans other
+      processes' devices, else numpy), ranked in float32 (float64 for float64 leaves).
 
     Example:
-      The 4 smallest of 6 weights (of the three tied at 2.0, the first in flat order goes);
-      then per neuron (column), one each:
+      The 4 smallest of 6 weights (of three tied at 2.0 the first goes); then one per column:
 
-      >>> import numpy as np
-      >>> from prune_jax import ranking
       >>> w = np.array([[1.0, -2.0], [0.5, 2.0], [2.0, 0.1]])
-      >>> ranking.remove_smallest([w], 4)[0].tolist()
+      >>> remove_smallest([w], 4)[0].tolist()
       [[True, True], [True, False], [False, True]]
-      >>> ranking.remove_smallest([w], 1, scope="neuron")[0].tolist()
+      >>> remove_smallest([w], 1, scope="neuron")[0].tolist()
       [[False, False], [True, False], [False, True]]
     """
     check_choice(scope, "scope", ("global", "layer", "neuron"))
@@ -265,7 +221,6 @@ def remove_smallest(leaves: Sequence[Any], k: Any, *, scope: str = "global",
     if sizes.size and sizes.max() >= 2**31:
         raise ValueError("a scope unit of 2**31 weights or more is not supported")
     k = np.broadcast_to(k, sizes.shape) if np.ndim(k) == 0 else k
-    if not is_concrete((leaves, live, k)) or not fully_addressable((leaves, live)):
+    if (host := readable(leaves, live)) is None or not is_concrete(k):
         return _remove_jit(leaves, live, jnp.asarray(k, jnp.int32), scope=scope)
-    return _remove(np, _host(leaves), None if live is None else _host(live),
-                   np.asarray(k, np.int64), scope)
+    return _remove(np, *host, np.asarray(k, np.int64), scope)

@@ -1,14 +1,5 @@
-"""Argument validation at the boundary: one module, host-side, cheap.
-
-Public functions and the CLI call these once, before any compiled work; every error names the
-argument (or the CLI flag, through ``name``) and says what would be accepted. Nothing here
-syncs with a device on the happy path: value checks on arrays (finiteness) are the caller's
-choice, through :func:`check_finite_tree`, and are skipped for tracers.
-
-Meshes: the toolkit runs on meshes whose axes are ``Auto`` (``prune_jax.sharding.make_mesh``,
-or ``jax.make_mesh(..., axis_types=(AxisType.Auto,) * n)``). :func:`check_no_explicit_mesh`
-turns arrays on a mesh with ``Explicit`` axes into one clear error that names the fix.
-"""
+"""Argument validation, once at the boundary: every error names the argument (or CLI flag)
+and what is accepted. No device sync on the happy path (except :func:`check_finite_tree`)."""
 
 from __future__ import annotations
 
@@ -24,20 +15,9 @@ from jax.sharding import AxisType, NamedSharding
 
 from prune_jax.tree import PyTree, check_finite, check_floating
 
-__all__ = [
-    "check_bool",
-    "check_choice",
-    "check_finite_tree",
-    "check_fraction",
-    "check_int",
-    "check_key",
-    "check_no_explicit_mesh",
-    "check_positive",
-    "check_real",
-    "check_shape",
-    "check_tree",
-    "is_concrete",
-]
+__all__ = ["check_bool", "check_choice", "check_finite_tree", "check_fraction", "check_int",
+           "check_key", "check_no_explicit_mesh", "check_positive", "check_real", "check_shape",
+           "check_tree", "is_concrete"]
 
 
 def is_concrete(tree: PyTree) -> bool:
@@ -58,12 +38,8 @@ def check_int(value: Any, name: str, *, low: int | None = None, high: int | None
         raise TypeError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        if high is None:
-            bound = f">= {low}"
-        elif low is None:
-            bound = f"<= {high}"
-        else:
-            bound = f"in [{low}, {high}]"
+        bound = (f">= {low}" if high is None else f"<= {high}" if low is None
+                 else f"in [{low}, {high}]")
         raise ValueError(f"{name} must be {bound}, got {value}")
     return value
 
@@ -144,21 +120,12 @@ def check_finite_tree(tree: PyTree, name: str) -> None:
         check_finite(tree, name)
 
 
-def _explicit(x: Any) -> bool:
-    sharding = getattr(x, "sharding", None) if isinstance(x, jax.Array) else None
-    return isinstance(sharding, NamedSharding) and any(
-        t == AxisType.Explicit for t in getattr(sharding.mesh, "axis_types", ()))
-
-
 def check_no_explicit_mesh(tree: PyTree, name: str) -> None:
-    """Raise one clear error if an array of ``tree`` lives on a mesh with Explicit axes.
-
-    The toolkit's cores flatten and regroup weights and let XLA place the data, which needs
-    ``Auto`` mesh axes. The fix is to build the mesh with Auto axes
-    (``prune_jax.sharding.make_mesh`` does), or to call the toolkit inside
-    ``jax.sharding.auto_axes``.
-    """
-    if any(_explicit(x) for x in jax.tree.leaves(tree)):
+    """One clear error if an array of ``tree`` lives on a mesh with Explicit axes: the cores
+    regroup weights and let XLA place the data, which needs ``Auto`` axes."""
+    shardings = [getattr(x, "sharding", None) for x in jax.tree.leaves(tree)]   # None: tracer
+    if any(isinstance(s, NamedSharding) and AxisType.Explicit in s.mesh.axis_types
+           for s in shardings):
         raise ValueError(
             f"{name} holds arrays on a mesh with Explicit axes (jax.make_mesh's default). "
             "prune_jax needs Auto axes: build the mesh with prune_jax.sharding.make_mesh(...) or "

@@ -1,14 +1,10 @@
-"""Sparsity core: PQ Index, magnitude masks, optax transforms and pruning steps (SPEC 3).
-
-- :mod:`.measures`: :func:`pq_index`, :func:`gini_index`, :func:`pqi_retained_bound`.
-- :mod:`.masks`: :func:`magnitude_mask`, :func:`apply_mask`, :func:`sparsity_report`.
-- :mod:`.transforms`: :func:`l1`, :func:`l1_prox`, :func:`keep_pruned` (optax).
-- :mod:`.iterative`: :func:`sap_step`, :func:`fraction_step`, the policies :class:`SAP`,
-  :class:`LotteryTicket`, :class:`OneShot` and :func:`prune_step`.
-
-Which weights go is decided by :mod:`prune_jax.ranking` (exact, ties by flat index). Arrays
-this process can read are processed with numpy on the host (no compilation); under ``jit``,
-or for arrays on other processes' devices, the same code runs in ``jax.numpy``.
+"""Sparsity core (SPEC 3): measures (:func:`pq_index`, :func:`gini_index`,
+:func:`pqi_retained_bound`), masks (:func:`magnitude_mask`, :func:`apply_mask`,
+:func:`sparsity_report`), optax transforms (:func:`l1`, :func:`l1_prox`, :func:`keep_pruned`)
+and pruning steps (:func:`sap_step`, :func:`fraction_step`, :func:`prune_step` with the
+policies :class:`SAP`, :class:`LotteryTicket`, :class:`OneShot`).
+Which weights go is decided by :mod:`prune_jax.ranking`; readable arrays are processed with
+numpy on the host (no compilation), others (traced, multi-host) in ``jax.numpy``.
 """
 
 from __future__ import annotations
@@ -35,26 +31,7 @@ from prune_jax.sparsity.masks import (
 from prune_jax.sparsity.measures import gini_index, pq_index, pqi_retained_bound
 from prune_jax.sparsity.transforms import keep_pruned, l1, l1_prox
 
-__all__ = [
-    "SAP",
-    "LotteryTicket",
-    "MaskCount",
-    "OneShot",
-    "Policy",
-    "PruneStepResult",
-    "Scope",
-    "SparsityReport",
-    "UnitStats",
-    "apply_mask",
-    "fraction_step",
-    "gini_index",
-    "keep_pruned",
-    "l1",
-    "l1_prox",
-    "magnitude_mask",
-    "pq_index",
-    "pqi_retained_bound",
-    "prune_step",
-    "sap_step",
-    "sparsity_report",
-]
+__all__ = ["SAP", "LotteryTicket", "MaskCount", "OneShot", "Policy", "PruneStepResult", "Scope",
+           "SparsityReport", "UnitStats", "apply_mask", "fraction_step", "gini_index",
+           "keep_pruned", "l1", "l1_prox", "magnitude_mask", "pq_index", "pqi_retained_bound",
+           "prune_step", "sap_step", "sparsity_report"]

@@ -1,13 +1,8 @@
-"""Magnitude masks, applying masks, and sparsity reports counted from masks (SPEC 2.3, 3.2).
+"""Magnitude masks, applying masks, and sparsity reports (SPEC 2.3, 3.2).
 
-A *mask* is a pytree of booleans with the structure and shapes of the parameters: True = kept,
-False = pruned. Leaves that are not prunable (biases, normalisation parameters by default, see
-:func:`prune_jax.tree.default_prunable`) carry all-True masks. Sparsity = fraction removed,
-density = fraction kept, both counted from masks (never from zero values). Linen parameter
-dicts and Flax NNX states (``nnx.state(model, nnx.Param)``) are both pytrees whose leaves are
-named alike (``"Dense_0/kernel"``), so everything here works on either.
-
-Which weights go is decided by :mod:`prune_jax.ranking` (exact, ties by flat index).
+A *mask* is a pytree of booleans shaped like the parameters (True = kept; all-True on leaves
+that are not prunable). Sparsity (fraction removed) and density are counted from masks, never
+from zero values. Linen dicts and Flax NNX states name their leaves alike: both work.
 """
 
 from __future__ import annotations
@@ -20,14 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prune_jax.ranking import remove_smallest, unit_sizes
-from prune_jax.tree import (
-    Prunable,
-    PyTree,
-    fully_addressable,
-    leaf_names,
-    prunable_tree,
-    to_host,
-)
+from prune_jax.tree import Prunable, PyTree, fully_addressable, leaf_names, prunable_tree, to_host
 from prune_jax.validate import (
     check_choice,
     check_finite_tree,
@@ -45,51 +33,31 @@ __all__ = ["MaskCount", "Scope", "SparsityReport", "apply_mask", "magnitude_mask
            "sparsity_report"]
 
 
-def check_boolean(mask: PyTree, name: str = "mask") -> None:
-    """``TypeError`` naming ``name``, the leaf and the fix unless every leaf is boolean."""
-    for leaf, m in zip(leaf_names(mask), jax.tree.leaves(mask), strict=True):
+def check_mask(mask: PyTree, like: PyTree | None = None, name: str = "mask",
+               like_name: str = "params") -> None:
+    """``TypeError`` unless ``mask``'s leaves are boolean; ``ValueError`` unless they have
+    ``like``'s leaf names and shapes (containers may differ: NNX ``Param`` wrappers)."""
+    names = leaf_names(mask)
+    if like is not None:
+        if names != leaf_names(like):
+            raise ValueError(f"{name} must have the same tree structure as {like_name}: leaves "
+                             f"{names} vs {leaf_names(like)}")
+        for leaf, a, m in zip(names, jax.tree.leaves(like), jax.tree.leaves(mask), strict=True):
+            if np.shape(a) != np.shape(m):
+                raise ValueError(f"{name} leaf {leaf!r} has shape {np.shape(m)}, but "
+                                 f"{like_name} has {np.shape(a)}")
+    for leaf, m in zip(names, jax.tree.leaves(mask), strict=True):
         if jnp.result_type(m) != jnp.bool_:
-            raise TypeError(
-                f"{name} leaf {leaf!r} must be boolean (True = kept), got "
-                f"{jnp.result_type(m)}; convert it with mask.astype(bool) or "
-                "jax.tree.map(lambda m: m > 0.5, mask)")
-
-
-def check_mask(mask: PyTree, like: PyTree, name: str = "mask", like_name: str = "params"
-               ) -> None:
-    """``mask`` must have ``like``'s leaves (names and shapes, in order; ``ValueError``) and
-    boolean leaves. Containers may differ: an NNX state's ``Param`` wrappers, or their pure
-    arrays (``nnx.as_pure``), match the same mask."""
-    names, mask_names = leaf_names(like), leaf_names(mask)
-    if names != mask_names:
-        raise ValueError(f"{name} must have the same tree structure as {like_name}: leaves "
-                         f"{mask_names} vs {names}")
-    for leaf, a, m in zip(names, jax.tree.leaves(like), jax.tree.leaves(mask), strict=True):
-        if np.shape(a) != np.shape(m):
-            raise ValueError(f"{name} leaf {leaf!r} has shape {np.shape(m)}, but {like_name} "
-                             f"has {np.shape(a)}")
-    check_boolean(mask, name)
+            raise TypeError(f"{name} leaf {leaf!r} must be boolean (True = kept), got "
+                            f"{jnp.result_type(m)}; convert it with mask.astype(bool) or "
+                            "jax.tree.map(lambda m: m > 0.5, mask)")
 
 
 def where_kept(mask: PyTree, tree: PyTree) -> PyTree:
-    """``tree`` with 0 where ``mask`` is False, leaf by leaf (``mask`` as :func:`check_mask`
-    accepts it), in ``tree``'s containers."""
+    """``tree`` with 0 where ``mask`` is False, in ``tree``'s containers."""
     leaves = [jnp.where(m, x, jnp.zeros((), jnp.result_type(x)))
               for x, m in zip(jax.tree.leaves(tree), jax.tree.leaves(mask), strict=True)]
     return jax.tree.unflatten(jax.tree.structure(tree), leaves)
-
-
-def check_finite_leaves(named: dict[str, Any], name: str) -> None:
-    """No NaN/Inf in concrete leaves (``ValueError`` naming ``name`` and the leaf): numpy on
-    arrays this process can read, else :func:`prune_jax.validate.check_finite_tree`."""
-    if not is_concrete(named):
-        return
-    if not fully_addressable(named):
-        check_finite_tree(named, name)
-        return
-    for leaf, x in named.items():
-        if not np.isfinite(np.asarray(x)).all():
-            raise ValueError(f"{name} contains NaN or Inf (leaf {leaf!r})")
 
 
 # Floors of float64 counts count a value within this relative distance below an integer as
@@ -105,8 +73,7 @@ def floor_count(x: Any) -> np.ndarray:
 
 
 def _placed(m: Any, x: Any) -> Any:
-    """Mask leaf ``m`` (``None``: all True) as a jax array, placed like a concrete weight ``x``.
-    """
+    """Mask leaf ``m`` (``None``: all True) as a jax array placed like a concrete weight ``x``."""
     if not (isinstance(x, jax.Array) and is_concrete(x)):
         return jnp.ones(np.shape(x), bool) if m is None else jnp.asarray(m)
     if m is None and not x.is_fully_addressable:   # other processes' devices
@@ -116,11 +83,9 @@ def _placed(m: Any, x: Any) -> Any:
 
 
 class PrunableLeaves(NamedTuple):
-    """The prunable leaves of ``params`` (validated) and their current masks.
-
-    ``merge(kept)`` builds the full mask pytree from new keep-masks of these leaves (placed like
-    their weights); other leaves keep their mask, or get all-True.
-    """
+    """The prunable leaves of ``params`` (validated), their names and current masks (``live``);
+    ``merge(kept)`` builds the full mask from new keep-masks of these leaves (other leaves keep
+    their mask, or get all-True)."""
 
     names: list[str]
     leaves: list[Array]
@@ -142,7 +107,12 @@ def prunable_leaves(params: PyTree, prunable: Prunable | PyTree | None,
     names = [n for n, f in zip(leaf_names(params), flags, strict=True) if f]
     named = {n: weights[i] for n, i in zip(names, index, strict=True)}
     check_tree(named, "params")
-    check_finite_leaves(named, "params")
+    if is_concrete(named) and not fully_addressable(named):
+        check_finite_tree(named, "params")
+    elif is_concrete(named):   # numpy on arrays this process can read: no compilation
+        for leaf, x in named.items():
+            if not np.isfinite(np.asarray(x)).all():
+                raise ValueError(f"params contains NaN or Inf (leaf {leaf!r})")
     masks = None if mask is None else jax.tree.leaves(mask)
 
     def merge(kept: list[Any]) -> PyTree:
@@ -161,39 +131,28 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: Scope = "global",
                    mask: PyTree | None = None) -> PyTree:
     """Keep-mask that removes the smallest magnitudes, ``floor(sparsity * m)`` per unit.
 
-    Magnitude pruning at a given **sparsity** (fraction removed; SPEC 2.3 "global one-shot
-    magnitude pruning", SPEC 3.2 scopes). In every scope unit of ``m`` prunable weights,
-    exactly ``floor(sparsity * m)`` weights with the smallest ``|w|`` are removed; ties are
-    broken deterministically (lower flat index removed first; across leaves of the global unit,
-    earlier leaves in ``jax.tree.leaves`` order first: :mod:`prune_jax.ranking`). The floor is
-    taken in float64 with a 1e-9 relative tolerance, so ``0.29 * 100`` removes 29.
+    In every scope unit of ``m`` prunable weights exactly ``floor(sparsity * m)`` weights with
+    the smallest ``|w|`` go, ties by lower flat index (:mod:`prune_jax.ranking`); the floor
+    has a 1e-9 relative tolerance, so ``0.29 * 100`` removes 29 (SPEC 2.3, 3.2).
 
     Args:
-      params: parameter pytree (linen dict or NNX state; floating prunable leaves, NaN/Inf in
-        them is a ValueError).
-      sparsity: fraction removed per unit, in ``[0, 1)`` (``ValueError`` naming sparsity).
-      scope: ``"global"`` (all prunable weights form one unit), ``"layer"`` (each prunable leaf)
-        or ``"neuron"`` (each output unit: the LAST axis of a Flax kernel; the other axes form
-        the unit).
-      prunable: which leaves may be pruned: ``None`` (:func:`prune_jax.tree.default_prunable`,
-        Dense/Conv kernels), a predicate ``(name, leaf) -> bool``, or a pytree of bools.
-      mask: optional current boolean keep-mask. Its pruned weights rank below every magnitude
-        and stay pruned; a unit that already has more than ``floor(sparsity * m)`` pruned keeps
-        them all pruned (and loses no other weight).
+      params: parameter pytree (floating prunable leaves; NaN/Inf is a ValueError).
+      sparsity: fraction removed per unit, in ``[0, 1)``.
+      scope: ``"global"`` (one unit), ``"layer"`` (each prunable leaf) or ``"neuron"`` (each
+        output unit: the LAST axis of a Flax kernel).
+      prunable: which leaves may be pruned (:func:`prune_jax.tree.prunable_tree`; default
+        Dense/Conv kernels).
+      mask: optional current keep-mask. Its pruned weights rank below every magnitude and stay
+        pruned (a unit with more than ``floor(sparsity * m)`` pruned loses no other weight).
 
     Returns:
-      A boolean pytree shaped like ``params`` (True = kept), placed like the weights.
-      Non-prunable leaves get ``mask``'s leaf, or all-True. Computed on the host with numpy
-      (an O(n) partition); under ``jit`` (``sparsity`` a Python float) with ``jnp.sort``.
+      A boolean pytree like ``params`` (True = kept), placed like the weights; non-prunable
+      leaves get ``mask``'s leaf, or all-True.
 
     Example:
-      Exactly ``floor(0.35 * 10) = 3`` of the 10 kernel weights go, the smallest ones; the
-      bias is not prunable and stays all-True. Under ``"neuron"`` scope every output unit
-      (column of the kernel) of 2 weights loses ``floor(0.5 * 2) = 1``:
+      ``floor(0.35 * 10) = 3`` of the 10 kernel weights go; the bias stays all-True. Under
+      ``"neuron"`` scope every column of 2 weights loses ``floor(0.5 * 2) = 1``:
 
-      >>> import jax.numpy as jnp
-      >>> import numpy as np
-      >>> import prune_jax as pj
       >>> params = {"Dense_0": {"kernel": jnp.arange(1.0, 11.0).reshape(2, 5),
       ...                       "bias": jnp.zeros(5)}}
       >>> mask = pj.magnitude_mask(params, 0.35)
@@ -215,14 +174,9 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: Scope = "global",
 
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
     """``params * mask`` leaf by leaf: pruned entries become exactly 0.0 (SPEC 3.2; dtypes kept).
-
-    ``mask`` must have the structure and shapes of ``params`` (``ValueError`` naming mask) and
-    boolean leaves (``TypeError``). Works under ``jit``.
+    ``mask``: booleans shaped like ``params`` (else ``ValueError``/``TypeError``).
 
     Example:
-      >>> import jax.numpy as jnp
-      >>> import numpy as np
-      >>> import prune_jax as pj
       >>> params = {"kernel": jnp.array([[1.0, -2.0], [3.0, -4.0]])}
       >>> mask = {"kernel": jnp.array([[False, True], [True, False]])}
       >>> np.asarray(pj.apply_mask(params, mask)["kernel"]).tolist()
@@ -234,11 +188,7 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
 
 class MaskCount(NamedTuple):
     """Counts of one set of weights: ``total``, ``kept``, ``sparsity`` (removed fraction) and
-    ``density`` (kept fraction). An empty set has sparsity 0 and density 1.
-
-    Part of :class:`SparsityReport` (SPEC 3.2; sparsity and density in the sense of the SPEC
-    preamble, counted from masks).
-    """
+    ``density`` (kept fraction). An empty set has sparsity 0 and density 1."""
 
     total: int
     kept: int
@@ -252,12 +202,8 @@ def _count(total: int, kept: int) -> MaskCount:
 
 
 class SparsityReport(NamedTuple):
-    """Sparsity of a mask, counted from the mask itself (not from zero values).
-
-    ``leaves``: per-leaf counts, keyed by slash-separated leaf name; ``prunable``: over the
-    prunable leaves only (what pruning scopes act on); ``overall``: over every leaf. Returned
-    by :func:`sparsity_report` (SPEC 3.2; vocabulary of the SPEC preamble).
-    """
+    """Sparsity of a mask, counted from the mask (SPEC 3.2): ``leaves``, per leaf by
+    slash-separated name; ``prunable``, over the prunable leaves; ``overall``, every leaf."""
 
     leaves: dict[str, MaskCount]
     prunable: MaskCount
@@ -265,15 +211,10 @@ class SparsityReport(NamedTuple):
 
 
 def sparsity_report(mask: PyTree, prunable: Prunable | PyTree | None = None) -> SparsityReport:
-    """Per-leaf and global sparsity/density of a keep-mask (SPEC preamble vocabulary).
-
-    ``prunable`` selects the leaves counted in ``report.prunable`` (default
-    :func:`prune_jax.tree.default_prunable`, evaluated on the mask's leaf names and shapes).
-    Counted on the host (SPEC 3.2 reports sparsity this way).
+    """Per-leaf and global sparsity/density of a keep-mask, counted on the host; ``prunable``
+    (default :func:`prune_jax.tree.default_prunable`) selects the leaves of ``report.prunable``.
 
     Example:
-      >>> import jax.numpy as jnp
-      >>> import prune_jax as pj
       >>> mask = {"Dense_0": {"kernel": jnp.array([[True, False, True], [False, True, True]]),
       ...                     "bias": jnp.ones(3, bool)}}
       >>> report = pj.sparsity_report(mask)
@@ -286,7 +227,7 @@ def sparsity_report(mask: PyTree, prunable: Prunable | PyTree | None = None) -> 
     """
     if not jax.tree.leaves(mask):
         raise ValueError("mask has no leaves")
-    check_boolean(mask)
+    check_mask(mask)
     flags = jax.tree.leaves(prunable_tree(mask, prunable))
     leaves = jax.tree.leaves(mask)
     kept = [int(np.count_nonzero(x)) for x in to_host(leaves)]

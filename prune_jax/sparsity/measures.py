@@ -1,19 +1,9 @@
 """Sparsity measures: PQ Index, Gini index and the PQI bound on retained weights (SPEC 3.1-3.2).
 
-The PQ Index of a non-zero ``w`` in R^d, for ``0 < p <= 1 <= q`` and ``p < q``, is (seed paper,
-Definition 1 / eq. 1)::
-
-    I_pq(w) = 1 - d^(1/q - 1/p) ||w||_p / ||w||_q = 1 - M_p(|w|) / M_q(|w|),
-
-where ``M_r(a) = (mean_i a_i^r)^(1/r)`` is the power mean. Both means come from power sums of
-the magnitudes divided by ``max |w|`` (every term in ``[0, 1]``, the largest 1: nothing
-overflows, and the ratio does not depend on the scale); the ratio is taken in logs, so no
-factor of size ``d^(1/q - 1/p)`` is formed. ``I`` lies in ``[0, 1 - d^(1/q - 1/p)]`` and grows
-with sparsity (Theorem 1).
-
-The PQI bound (Theorem 2, eq. 2) on the number ``r`` of largest weights that hold all but a
-fraction ``eta`` of the ``l_p`` mass, ``r >= d (1 + eta)^(-q/(q-p)) [1 - I(w)]^(qp/(q-p))``,
-is evaluated in float64: power sums reduced in float64, the formula in numpy.
+``I_pq(w) = 1 - d^(1/q - 1/p) ||w||_p / ||w||_q = 1 - M_p(|w|) / M_q(|w|)`` (seed eq. 1), with
+the power means ``M_r(a) = (mean_i a_i^r)^(1/r)`` from power sums of ``|w| / max |w|`` (terms
+in ``[0, 1]``: nothing overflows, and the ratio does not depend on the scale), the ratio taken
+in logs (no factor ``d^(1/q - 1/p)`` is formed).
 """
 
 from __future__ import annotations
@@ -25,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune_jax.ranking import unit_sizes, unit_view
+from prune_jax.ranking import float_dtype, readable, unit_sizes, unit_view
 from prune_jax.sparsity.masks import check_mask
-from prune_jax.tree import PyTree, fully_addressable, to_host
+from prune_jax.tree import PyTree, to_host
 from prune_jax.validate import (
     check_finite_tree,
     check_no_explicit_mesh,
@@ -55,9 +45,8 @@ def check_pq(p: Any, q: Any) -> tuple[float, float]:
 
 
 class PowerSums(NamedTuple):
-    """Per-unit statistics of the live weights (one entry per scope unit,
-    :func:`prune_jax.ranking.unit_sizes` order): ``d`` live weights, ``top = max |w|`` and
-    ``s_r = sum (|w| / top)^r`` for ``r = p, q`` (0 for a unit without non-zero weight)."""
+    """Per scope unit (:func:`prune_jax.ranking.unit_sizes` order): ``d`` live weights,
+    ``top = max |w|`` and ``s_r = sum (|w| / top)^r`` for ``r = p, q`` (0 if all are zero)."""
 
     d: Array
     top: Array
@@ -65,15 +54,10 @@ class PowerSums(NamedTuple):
     s_q: Array
 
 
-def _power(xp: Any, a: Any, e: float) -> Any:
-    """``a ** e`` for ``a >= 0``; the common exponents exactly and cheaply."""
-    return {1.0: lambda: a, 2.0: lambda: a * a, 0.5: lambda: xp.sqrt(a)}.get(e, lambda: a**e)()
-
-
 def _power_sums(xp: Any, leaves: list[Any], live: list[Any] | None, p: float, q: float,
                 scope: str, dtype: Any) -> PowerSums:
-    """:class:`PowerSums` in the array namespace ``xp`` (numpy or jax.numpy), leaf by leaf
-    (numpy then holds one leaf's temporaries at a time)."""
+    """:class:`PowerSums` in ``xp`` (numpy or jax.numpy), leaf by leaf (numpy holds one leaf's
+    temporaries at a time)."""
     def mags(i: int) -> Any:   # |w| of leaf i as (m, u) units, pruned entries 0
         a = unit_view(xp.abs(leaves[i].astype(dtype, copy=False)), scope)
         return a if live is None else xp.where(unit_view(live[i], scope), a, 0)
@@ -85,6 +69,9 @@ def _power_sums(xp: Any, leaves: list[Any], live: list[Any] | None, p: float, q:
     def per_unit(parts: list[Any], combine: Any) -> Any:
         return reduce(combine, parts) if scope == "global" else xp.concatenate(parts)
 
+    def power(a: Any, e: float) -> Any:   # the common exponents exactly and cheaply
+        return {1.0: lambda: a, 2.0: lambda: a * a, 0.5: lambda: xp.sqrt(a)}.get(e, lambda: a**e)()
+
     n = len(leaves)
     top = per_unit([reduced(xp.max, mags(i), initial=0) for i in range(n)], xp.maximum)
     # a / top as two products with 1 / sqrt(top): XLA turns a division into a product with
@@ -95,7 +82,7 @@ def _power_sums(xp: Any, leaves: list[Any], live: list[Any] | None, p: float, q:
     sums = []
     for i in range(n):
         a = mags(i) * roots[i] * roots[i]
-        sums.append([reduced(xp.sum, _power(xp, a, e)) for e in (p, q)])
+        sums.append([reduced(xp.sum, power(a, e)) for e in (p, q)])
     if live is None:
         d = xp.asarray(unit_sizes([x.shape for x in leaves], scope), np.int32)
     else:
@@ -109,41 +96,28 @@ _power_sums_jit = jax.jit(partial(_power_sums, jnp), static_argnums=(2, 3, 4, 5)
 
 def power_sums(leaves: list[Array], live: list[Array] | None, *, p: float, q: float,
                scope: str = "global", wide: bool = False) -> PowerSums:
-    """:class:`PowerSums` of every scope unit of ``leaves`` (``live``: masks, None = all live).
-
-    numpy on the host when this process can read the arrays (no compilation; numpy's
-    pairwise sums), else ``jnp`` (under ``jit``, or arrays of other processes). In float32
-    (float64 for float64 leaves); ``wide=True``: in float64, fetched to the host (concrete
-    arrays only).
-    """
-    dtype = np.float64 if wide else np.promote_types(_float_dtype(leaves), np.float32)
-    if is_concrete((leaves, live)) and fully_addressable((leaves, live)):
-        host = [np.asarray(x) for x in leaves]
-        masks = None if live is None else [np.asarray(m) for m in live]
+    """:class:`PowerSums` per scope unit (``live``: masks or None), in float32 (float64 for
+    float64 leaves); ``wide=True``: in float64, on the host."""
+    dtype = np.float64 if wide else float_dtype(leaves)
+    if (host := readable(leaves, live)) is not None:
         with np.errstate(invalid="ignore"):   # NaN/Inf input: the caller raises
-            return _power_sums(np, host, masks, p, q, scope, dtype)
+            return _power_sums(np, *host, p, q, scope, dtype)
     if not wide:
         return _power_sums_jit(leaves, live, p, q, scope, dtype)
     with jax.enable_x64(True):
         return to_host(_power_sums_jit(leaves, live, p, q, scope, dtype))
 
 
-def _float_dtype(leaves: list[Any]) -> np.dtype:
-    return np.result_type(*(np.dtype(x.dtype) for x in leaves))
-
-
 def _log_ratio(xp: Any, sums: PowerSums, p: float, q: float) -> Any:
-    """``log(M_p / M_q) = log(1 - I_pq)`` per unit (``xp``: jnp or numpy)."""
+    """``log(M_p / M_q) = log(1 - I_pq)`` per unit."""
     d = sums.d.astype(sums.s_p.dtype)
     return xp.log(sums.s_p / d) / p - xp.log(sums.s_q / d) / q
 
 
 def pq_bound(sums: PowerSums, *, p: float, q: float, eta: float) -> tuple[np.ndarray, np.ndarray]:
-    """PQ Index and eq. 2's bound ``r`` per unit from host (numpy) power sums, in float64.
-
-    ``log r = log d + (qp/(q-p)) log(1 - I) - (q/(q-p)) log1p(eta)``; NaN for units without
-    a non-zero live weight.
-    """
+    """PQ Index and eq. 2's bound ``r`` per unit from host power sums, in float64 (NaN for
+    units without a non-zero live weight):
+    ``log r = log d + (qp/(q-p)) log(1 - I) - (q/(q-p)) log1p(eta)``."""
     sums = PowerSums(*(np.asarray(v, np.float64) for v in sums))
     valid = sums.s_q > 0
     sums = PowerSums(*(np.where(valid, v, 1.0) for v in sums))
@@ -164,11 +138,8 @@ def _inputs(x: PyTree, mask: PyTree | None) -> tuple[list[Array], list[Array] | 
 
 
 def _raise_if_bad(x: PyTree, measure: str, top: Array, total: Array) -> None:
-    """After the computation: NaN/Inf (naming the leaf) or the zero vector is a ValueError.
-
-    ``top``: the largest live magnitude; ``total``: a sum over all of them (NaN propagates
-    through sums, while a cross-process max may drop it). Nothing is checked under ``jit``.
-    """
+    """NaN/Inf (naming the leaf) or the zero vector is a ValueError (not under ``jit``).
+    ``total`` is a sum, since NaN propagates through sums (a cross-process max may drop it)."""
     if not is_concrete(x):
         return
     top, total = (float(v) for v in to_host((top, total)))
@@ -183,26 +154,17 @@ def pq_index(x: PyTree, p: float = 0.5, q: float = 1.0, *, mask: PyTree | None =
     """PQ Index ``I_pq(x) = 1 - d^(1/q-1/p) ||x||_p / ||x||_q`` (SPEC 3.1, seed eq. 1).
 
     Args:
-      x: an array, or a pytree whose leaves are taken together as one flat vector (``d`` =
-        total size). Floating point; NaN/Inf or the all-zero vector raise ``ValueError``.
-      p, q: exponents with ``0 < p <= 1 <= q`` and ``p < q`` (``ValueError`` naming p or q).
+      x: an array, or a pytree taken as one flat vector (``d`` = total size); floating, not
+        all zero, no NaN/Inf (``ValueError``; under ``jit`` unchecked: NaN).
+      p, q: exponents with ``0 < p <= 1 <= q`` and ``p < q``.
       mask: optional boolean pytree like ``x`` (True = live): the index of the live entries
-        only (``d`` = number of live entries), as SAP measures a pruned model. Shapes stay
-        static, so a changing mask does not recompile.
+        only (``d`` = their number); a new mask does not recompile.
 
     Returns:
-      A scalar array in ``[0, 1 - d^(1/q-1/p)]``: 0 for a constant vector, the upper end for a
-      one-hot vector; larger means sparser. Computed in float32 (float64 for float64 input)
-      from power sums of ``|x| / max |x|``. Subnormal inputs (below ~1.2e-38 in float32)
-      count as 0 where XLA flushes denormals, as XLA:CPU does. Under an outer ``jit`` the
-      value checks cannot run, and a zero vector (or NaN input) gives NaN.
+      A scalar array in ``[0, 1 - d^(1/q-1/p)]`` (larger = sparser), in float32 (float64 for
+      float64 input; subnormals count as 0 where XLA flushes them).
 
     Example:
-      A constant vector has index 0; a one-hot vector in R^d reaches the upper end
-      ``1 - d^(1/q-1/p)`` (here ``d = 4``: 0.75 for (p, q) = (0.5, 1), 0.5 for (1, 2)):
-
-      >>> import jax.numpy as jnp
-      >>> import prune_jax as pj
       >>> round(float(pj.pq_index(jnp.ones(4))), 4)
       0.0
       >>> onehot = jnp.array([0.0, 0.0, 3.0, 0.0])
@@ -223,8 +185,8 @@ def pq_index(x: PyTree, p: float = 0.5, q: float = 1.0, *, mask: PyTree | None =
 
 
 def _gini(xp: Any, leaves: list[Any], live: list[Any] | None) -> tuple[Any, Any]:
-    """Gini index and the largest live magnitude, in the array namespace ``xp``."""
-    dtype = np.promote_types(_float_dtype(leaves), np.float32)
+    """Gini index and the largest live magnitude, in the namespace ``xp``."""
+    dtype = float_dtype(leaves)
     c = xp.concatenate([xp.abs(x.astype(dtype)).reshape(-1) for x in leaves])
     if live is not None:   # dead entries are zeros sorted first: they add nothing below
         c = xp.where(xp.concatenate([m.reshape(-1) for m in live]), c, 0)
@@ -239,30 +201,20 @@ _gini_jit = jax.jit(partial(_gini, jnp))
 
 
 def gini_index(x: PyTree, *, mask: PyTree | None = None) -> Array:
-    """Gini index of ``|x|`` (Hurley & Rickard 2009, eq. for ``S_Gini``), beside PQI (SPEC 3.1).
-
-    With the magnitudes sorted ascending, ``c_(1) <= ... <= c_(N)``::
-
-        G = 1 - 2 sum_k (c_(k) / ||c||_1) (N - k + 1/2) / N
-
-    0 for a constant vector, ``1 - 1/N`` for a one-hot vector. ``x`` is an array or a pytree
-    (flattened globally); NaN/Inf or the zero vector raise ``ValueError`` naming x. ``mask``
-    (True = live) restricts the index to the live entries (``N`` = their number) without
-    changing shapes. Sorts, so ``O(N log N)``: a comparison tool, not a hot-path measure.
+    """Gini index ``1 - 2 sum_k (c_(k) / ||c||_1) (N - k + 1/2) / N`` of the sorted magnitudes
+    ``c_(1) <= ... <= c_(N)`` (Hurley & Rickard 2009; SPEC 3.1); ``x``, ``mask``: as in
+    :func:`pq_index`.
 
     Example:
-      >>> import jax.numpy as jnp
-      >>> import prune_jax as pj
       >>> round(float(pj.gini_index(jnp.ones(4))), 4)                    # constant: 0
       0.0
       >>> round(float(pj.gini_index(jnp.array([0.0, 0.0, 3.0, 0.0]))), 4)  # one-hot: 1 - 1/4
       0.75
     """
     leaves, live = _inputs(x, mask)
-    if is_concrete(x) and fully_addressable((leaves, live)):
+    if (host := readable(leaves, live)) is not None:
         with np.errstate(invalid="ignore"):   # zero vector, NaN/Inf: raised below
-            gini, top = _gini(np, [np.asarray(v) for v in leaves],
-                              None if live is None else [np.asarray(m) for m in live])
+            gini, top = _gini(np, *host)
     else:
         gini, top = _gini_jit(leaves, live)
     _raise_if_bad(x, "Gini index", top, gini)
@@ -274,27 +226,13 @@ def pqi_retained_bound(x: PyTree, p: float = 0.5, q: float = 1.0, eta: float = 0
 
         r >= d (1 + eta)^(-q/(q-p)) [1 - I_pq(x)]^(qp/(q-p))
 
-    Theorem 2 says: if the ``r`` largest magnitudes of ``x`` hold all but ``eta`` of the
-    ``l_p`` mass (``sum_{i not in M_r} |x_i|^p <= eta sum_{i in M_r} |x_i|^p``), then ``r`` is
-    at least this value. With ``eta = 0`` this is a lower bound on the number of non-zeros.
-    Note that ``d [1 - I]^(qp/(q-p)) = (||x||_p / ||x||_q)^(qp/(q-p))``.
-
-    Args:
-      x: array or pytree (flattened globally); validated like :func:`pq_index`.
-      p, q: PQ Index exponents, ``0 < p <= 1 <= q``, ``p < q``.
-      eta: ``eta_r >= 0``.
-
-    Returns:
-      The bound as a Python float (a real number, not rounded): power sums reduced in
-      float64 on the device, the formula in float64 numpy on the host.
+    If the ``r`` largest magnitudes hold all but ``eta >= 0`` of the ``l_p`` mass, ``r`` is at
+    least this value (``eta = 0``: a bound on the number of non-zeros). ``x``, ``p``, ``q`` as
+    in :func:`pq_index`. Returns a Python float, computed in float64.
 
     Example:
-      With ``eta = 0`` the bound is ``d`` for a constant vector and 1 for a one-hot vector;
-      ``eta > 0`` loosens it by the factor ``(1 + eta)^(-q/(q-p))`` (``1.5^-2`` for the
-      default (p, q) = (0.5, 1)):
+      ``d`` for a constant vector, 1 for a one-hot vector, loosened by ``(1 + eta)^(-q/(q-p))``:
 
-      >>> import jax.numpy as jnp
-      >>> import prune_jax as pj
       >>> round(pj.pqi_retained_bound(jnp.ones(4)), 6)
       4.0
       >>> onehot = jnp.array([0.0, 0.0, 3.0, 0.0])

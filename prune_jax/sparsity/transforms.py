@@ -1,13 +1,6 @@
-"""Optax transforms for sparse training: l1 penalty, l1 proximal step, frozen pruned weights.
-
-All three are ``optax.GradientTransformation`` objects with empty state, so they compose with
-any optimizer through ``optax.chain`` (SPEC 2.4):
-
-    tx = optax.chain(l1(5e-5), optax.sgd(0.1, momentum=0.9), keep_pruned(mask))
-
-``l1`` goes FIRST (it edits the gradient, like weight decay in ``optax.chain(
-add_decayed_weights, sgd)``); ``l1_prox`` and ``keep_pruned`` go LAST (they edit the final
-step, after the optimizer has scaled it), with ``keep_pruned`` the very last.
+"""Stateless optax transforms for sparse training (SPEC 2.4): ``l1`` goes FIRST (it edits the
+gradient), ``l1_prox`` and ``keep_pruned`` LAST (they edit the final step), ``keep_pruned``
+the very last: ``optax.chain(l1(5e-5), optax.sgd(0.1, momentum=0.9), keep_pruned(mask))``.
 """
 
 from __future__ import annotations
@@ -18,27 +11,29 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from prune_jax.sparsity.masks import check_boolean, check_mask, where_kept
+from prune_jax.sparsity.masks import check_mask, where_kept
 from prune_jax.tree import PyTree, leaf_names
 from prune_jax.validate import check_positive
 
-Array = jax.Array
 MaskLike = PyTree | Callable[[PyTree], PyTree]
 
 __all__ = ["keep_pruned", "l1", "l1_prox"]
 
 
-def _need_params(params: PyTree | None, name: str) -> PyTree:
-    if params is None:
-        raise ValueError(f"{name} needs the parameters: call update(updates, state, params)")
-    return params
+def _with_params(name: str, f: Callable[[PyTree, PyTree], PyTree]
+                 ) -> optax.GradientTransformation:
+    def g(updates: PyTree, params: PyTree | None) -> PyTree:
+        if params is None:
+            raise ValueError(f"{name} needs the parameters: call update(updates, state, params)")
+        return f(updates, params)
+
+    return optax.stateless(g)
 
 
 def _masked(tx: optax.GradientTransformation,
             mask: MaskLike | None) -> optax.GradientTransformation:
-    """``optax.masked``; a mask pytree with the params' leaf names is re-laid onto the params'
-    containers (an NNX state's ``Param`` wrappers vs the pure arrays ``nnx.Optimizer`` passes).
-    """
+    """``optax.masked``; a mask with the params' leaf names is re-laid onto the params'
+    containers (an NNX state's ``Param`` wrappers vs the arrays ``nnx.Optimizer`` passes)."""
     if mask is None or callable(mask):
         return tx if mask is None else optax.masked(tx, mask)
 
@@ -53,21 +48,16 @@ def _masked(tx: optax.GradientTransformation,
 def l1(strength: float, mask: MaskLike | None = None) -> optax.GradientTransformation:
     """Add the l1 subgradient ``strength * sign(w)`` to the updates (SPEC 2.4).
 
-    Chained before an optimizer, ``optax.chain(l1(lam), opt)`` is ``opt`` on the loss
-    ``L(w) + lam * ||w||_1`` (subgradient 0 chosen at ``w = 0``).
+    ``optax.chain(l1(lam), opt)`` is ``opt`` on ``L(w) + lam * ||w||_1`` (0 at ``w = 0``).
 
     Args:
       strength: ``lam >= 0``.
-      mask: which leaves are penalised, as in ``optax.masked``: a pytree of bools (per leaf;
-        for an NNX state, e.g. ``prune_jax.tree.prunable_tree(state)``) or a callable
-        ``params -> pytree of bools``; ``None`` penalises every leaf.
+      mask: which leaves are penalised, as in ``optax.masked`` (a pytree of bools, e.g.
+        ``prune_jax.tree.prunable_tree(params)``, or ``params -> bools``); ``None``: all.
 
     Example:
-      The gradient ``g`` becomes ``g + lam * sign(w)`` (here ``lam = 0.5``, ``g = 1``):
+      ``g = 1`` becomes ``g + lam * sign(w)``:
 
-      >>> import jax.numpy as jnp
-      >>> import numpy as np
-      >>> import prune_jax as pj
       >>> w = jnp.array([-2.0, 0.0, 3.0])
       >>> tx = pj.l1(0.5)
       >>> updates, _ = tx.update(jnp.ones(3), tx.init(w), w)
@@ -75,36 +65,20 @@ def l1(strength: float, mask: MaskLike | None = None) -> optax.GradientTransform
       [0.5, 1.0, 1.5]
     """
     strength = check_positive(strength, "strength", allow_zero=True)
-
-    def update_fn(updates: PyTree, state: optax.EmptyState,
-                  params: PyTree | None = None) -> tuple[PyTree, optax.EmptyState]:
-        params = _need_params(params, "l1")
-        return jax.tree.map(lambda u, w: u + strength * jnp.sign(w).astype(u.dtype),
-                            updates, params), state
-
-    return _masked(optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn), mask)
+    return _masked(_with_params("l1", lambda updates, params: jax.tree.map(
+        lambda u, w: u + strength * jnp.sign(w).astype(u.dtype), updates, params)), mask)
 
 
 def l1_prox(threshold: float, mask: MaskLike | None = None) -> optax.GradientTransformation:
     """Proximal l1 step (soft threshold), an alternative to :func:`l1` (SPEC 2.4, optional).
 
-    Placed after the optimizer, it turns the step ``w -> v = w + u`` into
-    ``w -> sign(v) * max(|v| - threshold, 0)``. For plain SGD with learning rate ``eta`` on
-    ``L + lam ||w||_1``, use ``threshold = eta * lam``. Unlike the subgradient, it produces
-    exact zeros.
-
-    Args:
-      threshold: soft-threshold ``>= 0`` applied per step.
-      mask: which leaves are thresholded (as in :func:`l1`).
+    After the optimizer, it turns the step ``w -> v = w + u`` into
+    ``w -> sign(v) * max(|v| - threshold, 0)`` (exact zeros); for SGD with learning rate
+    ``eta`` on ``L + lam ||w||_1``, ``threshold = eta * lam``. ``mask`` as in :func:`l1`.
 
     Example:
-      With a zero step the new weights are ``sign(w) * max(|w| - 0.5, 0)``: small weights
-      become exact zeros.
+      With a zero step the new weights are ``sign(w) * max(|w| - 0.5, 0)``:
 
-      >>> import jax.numpy as jnp
-      >>> import numpy as np
-      >>> import optax
-      >>> import prune_jax as pj
       >>> w = jnp.array([1.0, -0.25, 2.0])
       >>> tx = pj.l1_prox(0.5)
       >>> updates, _ = tx.update(jnp.zeros(3), tx.init(w), w)
@@ -113,42 +87,25 @@ def l1_prox(threshold: float, mask: MaskLike | None = None) -> optax.GradientTra
     """
     threshold = check_positive(threshold, "threshold", allow_zero=True)
 
-    def update_fn(updates: PyTree, state: optax.EmptyState,
-                  params: PyTree | None = None) -> tuple[PyTree, optax.EmptyState]:
-        params = _need_params(params, "l1_prox")
+    def step(u: jax.Array, w: jax.Array) -> jax.Array:
+        v = w + u
+        return (jnp.sign(v) * jnp.maximum(jnp.abs(v) - threshold, 0) - w).astype(u.dtype)
 
-        def step(u: Array, w: Array) -> Array:
-            v = w + u
-            return (jnp.sign(v) * jnp.maximum(jnp.abs(v) - threshold, 0) - w).astype(u.dtype)
-
-        return jax.tree.map(step, updates, params), state
-
-    return _masked(optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn), mask)
+    return _masked(_with_params("l1_prox", lambda updates, params: jax.tree.map(
+        step, updates, params)), mask)
 
 
 def keep_pruned(mask: MaskLike) -> optax.GradientTransformation:
     """Zero the updates of pruned weights so they stay EXACTLY at their value (SPEC 3.2).
 
-    Put it LAST in the chain: whatever comes before (momentum, Adam, weight decay, l1) may
-    produce non-zero steps at pruned positions; this transform replaces them with 0.0, so a
-    weight that is 0.0 (see :func:`prune_jax.sparsity.apply_mask`) stays exactly 0.0.
-    Optimizer statistics (momentum, Adam moments) of pruned positions still evolve but are
-    never applied.
-
-    Args:
-      mask: keep-mask pytree of bools with the structure of the updates (True = trainable), or
-        a callable ``params -> mask``; a non-boolean mask is a ``TypeError``. It may be a
-        traced ``jit`` argument: the transform has empty state, so the optimizer state does
-        not depend on the mask, and the chain can be built inside the jitted step from the
-        mask passed to it.
+    Put it LAST in the chain: it sets the step of pruned positions to 0.0 whatever came before
+    (momentum, Adam, weight decay, l1), so a weight at 0.0 (:func:`prune_jax.apply_mask`)
+    stays 0.0. ``mask``: a boolean keep-mask like the updates (else ``TypeError``) or
+    ``params -> mask``; it may be a traced ``jit`` argument (the state does not depend on it).
 
     Example:
-      Three steps of SGD with momentum: the pruned entry stays exactly 0.0, the others move.
+      Three steps of SGD with momentum: the pruned entry stays exactly 0.0.
 
-      >>> import jax.numpy as jnp
-      >>> import numpy as np
-      >>> import optax
-      >>> import prune_jax as pj
       >>> keep = jnp.array([True, False, True])
       >>> w = pj.apply_mask(jnp.array([1.0, 2.0, 3.0]), keep)
       >>> tx = optax.chain(optax.sgd(0.1, momentum=0.9), pj.keep_pruned(keep))
@@ -162,12 +119,11 @@ def keep_pruned(mask: MaskLike) -> optax.GradientTransformation:
       True
     """
     if not callable(mask):
-        check_boolean(mask)
+        check_mask(mask)
 
-    def update_fn(updates: PyTree, state: optax.EmptyState,
-                  params: PyTree | None = None) -> tuple[PyTree, optax.EmptyState]:
-        keep = mask(_need_params(params, "keep_pruned")) if callable(mask) else mask
+    def update(updates: PyTree, params: PyTree) -> PyTree:
+        keep = mask(params) if callable(mask) else mask
         check_mask(keep, updates, "mask", "updates")
-        return where_kept(keep, updates), state
+        return where_kept(keep, updates)
 
-    return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+    return _with_params("keep_pruned", update) if callable(mask) else optax.stateless(update)
