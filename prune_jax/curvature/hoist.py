@@ -1,17 +1,10 @@
 """Matvecs as arguments of compiled programs: hoisting, and amortising the primal work (SPEC 1.1).
 
-Any function ``v -> A v`` (a lambda, a ``functools.partial``, a closure over data and
-parameters, a :class:`~jax.tree_util.Partial`) is traced once with :func:`jax.make_jaxpr`; the
-arrays it closes over (also those inside nested ``jax.jit`` calls, which are inlined) become the
-*leaves* of a :class:`~jax.tree_util.Partial` whose function evaluates the jaxpr. Passed to a
-jitted routine, those arrays are traced arguments, never constants folded into the program,
-and the compiled program is keyed on the jaxpr's *structure*, so a new matvec of the same
-shapes and new values reuses it.
-
-Amortising: for a linear ``A``, ``jax.linearize(A, v)`` evaluates once every part of ``A``
-that does not depend on ``v`` (for an HVP: the forward pass and the gradient at the
-parameters) and keeps what the tangent pass needs as residuals; each product then runs only
-the tangent pass. It is used when the residuals fit in a memory budget.
+Any function ``v -> A v`` is traced once with :func:`jax.make_jaxpr`; the arrays it closes
+over (also inside nested ``jax.jit`` calls) become leaves of a :class:`~jax.tree_util.Partial`,
+so compiled programs take them as arguments and are keyed on the jaxpr's structure only.
+Amortising: ``jax.linearize`` runs the ``v``-independent work (for an HVP: the forward pass and
+the gradient) once, when its residuals fit in a memory budget.
 """
 
 from __future__ import annotations
@@ -20,7 +13,7 @@ import functools
 import inspect
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +23,11 @@ from jax.extend.core.primitives import jit_p
 from jax.tree_util import Partial
 
 from prune_jax.curvature.layout import FlatLayout, resolve_mesh
-from prune_jax.tree import PyTree, tree_size
+from prune_jax.tree import PyTree, ravel, tree_size
 from prune_jax.validate import check_no_explicit_mesh
 
-__all__ = ["JaxprFunction", "Prepared", "amortised", "as_operator", "check_output",
-           "default_memory_budget", "hoist", "prepare", "worth_linearizing"]
+__all__ = ["JaxprFunction", "amortised", "as_operator", "compiled", "flat_operator", "hoist",
+           "prepare", "worth_linearizing"]
 
 
 def _subjaxprs(jaxpr: Any) -> Iterator[Any]:
@@ -60,15 +53,14 @@ class JaxprFunction:
 
     def __init__(self, jaxpr: Any, in_tree: Any, out_tree: Any):
         self.jaxpr, self.in_tree, self.out_tree = jaxpr, in_tree, out_tree
-        self._text = str(jaxpr)
+        self._key = (str(jaxpr), in_tree, out_tree)
         self._rules = _callables(jaxpr)
 
     def __hash__(self) -> int:
-        return hash((self._text, self.in_tree, self.out_tree))
+        return hash(self._key)
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, JaxprFunction) and self._text == other._text
-                and self.in_tree == other.in_tree and self.out_tree == other.out_tree
+        return (isinstance(other, JaxprFunction) and self._key == other._key
                 and len(self._rules) == len(other._rules)
                 and all(a is b for a, b in zip(self._rules, other._rules, strict=True)))
 
@@ -110,8 +102,14 @@ def _inline(jaxpr: Any, consts: list[Any], *args: Any) -> list[Any]:
     return [read(v) for v in jaxpr.outvars]
 
 
-def _spec(like: PyTree) -> PyTree:
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), like)
+def _is_hoisted(matvec: Any) -> bool:
+    return isinstance(matvec, Partial) and isinstance(matvec.func, JaxprFunction)
+
+
+def _like(op: Partial) -> PyTree:
+    """Zeros shaped like the argument of the hoisted ``op``."""
+    leaves = [jnp.zeros(v.aval.shape, v.aval.dtype) for v in op.func.jaxpr.invars]
+    return jax.tree.unflatten(op.func.in_tree, leaves)
 
 
 def hoist(matvec: Callable[[PyTree], PyTree], like: PyTree, like_name: str = "like") -> Partial:
@@ -120,11 +118,11 @@ def hoist(matvec: Callable[[PyTree], PyTree], like: PyTree, like_name: str = "li
     Traced once on a pytree shaped like ``like`` (``ValueError`` naming ``matvec`` when it
     cannot be applied to one); an already hoisted operator is returned unchanged.
     """
-    if isinstance(matvec, Partial) and isinstance(matvec.func, JaxprFunction):
+    if _is_hoisted(matvec):
         return matvec
     if not callable(matvec):
         raise TypeError(f"matvec must be callable (v -> A v), got {type(matvec).__name__}")
-    spec = _spec(like)
+    spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), like)
     try:
         closed, out = jax.make_jaxpr(matvec, return_shape=True)(spec)
     except Exception as err:  # re-raised naming the argument
@@ -142,98 +140,83 @@ def _linearize(op: Partial, v: PyTree) -> Partial:
     return jax.linearize(op, v)[1]
 
 
-def default_memory_budget() -> int:
-    """Bytes the amortised operator may keep: a quarter of the device memory where the backend
-    reports it (``memory_stats()["bytes_limit"]``, GPU/TPU), else an eighth of the host RAM."""
-    stats = jax.devices()[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        return int(stats["bytes_limit"]) // 4
-    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 8
-
-
-def _nbytes(tree: PyTree) -> int:
-    return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
-                   for x in jax.tree.leaves(tree)))
-
-
-def worth_linearizing(op: Partial, like: PyTree, linearize: bool | str,
-                      memory_budget: int | None = None, devices: int = 1) -> bool:
-    """Whether to amortise the hoisted ``op`` with ``jax.linearize``: ``linearize`` if it is a
-    bool; for ``"auto"``, whether the residuals (sized with :func:`jax.eval_shape`, divided by
-    ``devices`` for an operator split over a mesh) fit in ``memory_budget`` bytes (default
-    :func:`default_memory_budget`) and the matvec has forward-mode rules."""
+def worth_linearizing(op: Partial, linearize: bool | str, memory_budget: int | None = None,
+                      devices: int = 1) -> bool:
+    """``linearize`` if it is a bool; for ``"auto"``, whether the hoisted ``op`` has forward-mode
+    rules and its residuals (sized with :func:`jax.eval_shape`, per device of ``devices``) fit
+    in ``memory_budget`` bytes (default: a quarter of the device memory where the backend
+    reports it, else an eighth of the host RAM)."""
     if isinstance(linearize, bool):
         return linearize
-    budget = default_memory_budget() if memory_budget is None else memory_budget
+    if memory_budget is None:
+        stats = jax.devices()[0].memory_stats() or {}
+        memory_budget = (int(stats["bytes_limit"]) // 4 if "bytes_limit" in stats else
+                         int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 8)
     try:
-        residuals = jax.eval_shape(_linearize, op, _zeros(like))
+        residuals = jax.eval_shape(_linearize, op, _like(op))
     except Exception:  # no forward-mode rule, e.g.: the plain product
         return False
-    return _nbytes(residuals) <= budget * devices
+    nbytes = sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
+                 for x in jax.tree.leaves(residuals))
+    return int(nbytes) <= memory_budget * devices
 
 
-def _zeros(like: PyTree) -> PyTree:
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), _spec(like))
-
-
-def amortised(op: Partial, like: PyTree) -> Callable[[PyTree], PyTree]:
+def amortised(op: Partial) -> Callable[[PyTree], PyTree]:
     """Inside a compiled program: ``op`` linearised at 0 (its ``v``-independent work runs once,
     before any loop that uses the result; for a linear ``op`` the tangent map is ``op``)."""
-    return jax.linearize(op, _zeros(like))[1]
+    return jax.linearize(op, _like(op))[1]
+
+
+def flat_operator(op: Partial, layout: FlatLayout,
+                  amortise: bool = False) -> tuple[Callable, Callable, Any]:
+    """Inside a program: the flat padded operator (linearised first with ``amortise``), the
+    unravel function and the dtype."""
+    flat, unravel = ravel(_like(op))
+    op = amortised(op) if amortise else op
+    return layout.operator(op, unravel, flat.dtype), unravel, flat.dtype
+
+
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``jax.jit(fn)`` with every keyword-only argument static."""
+    names = [p.name for p in inspect.signature(fn).parameters.values()
+             if p.kind == p.KEYWORD_ONLY]
+    return jax.jit(fn, static_argnames=names)
 
 
 def as_operator(matvec: Callable[[PyTree], PyTree], like: PyTree, *,
                 linearize: bool | str = "auto", memory_budget: int | None = None,
                 devices: int = 1, like_name: str = "like") -> Partial:
-    """``matvec`` hoisted (:func:`hoist`) and, if :func:`worth_linearizing`, linearised once,
-    here, with the residuals as leaves of the result (SPEC 1.1). An operator that is already
-    hoisted (e.g. from :func:`~prune_jax.curvature.hvp_operator`) is returned unchanged."""
-    if isinstance(matvec, Partial) and isinstance(matvec.func, JaxprFunction):
+    """``matvec`` hoisted and, if :func:`worth_linearizing`, linearised once, here, with the
+    residuals as leaves (SPEC 1.1). A hoisted operator is returned unchanged."""
+    if _is_hoisted(matvec):
         return matvec
     op = hoist(matvec, like, like_name)
-    if not worth_linearizing(op, like, linearize, memory_budget, devices):
+    if not worth_linearizing(op, linearize, memory_budget, devices):
         return op
-    return hoist(_linearize(op, _zeros(like)), like)
-
-
-def check_output(op: Partial, like: PyTree, like_name: str = "like") -> None:
-    """``ValueError`` unless the hoisted ``op`` maps pytrees like ``like`` to floating pytrees
-    of the same structure and shapes."""
-    out = [v.aval for v in op.func.jaxpr.outvars]
-    spec = jax.tree.leaves(_spec(like))
-    if op.func.out_tree != op.func.in_tree or any(
-            a.shape != s.shape or not jnp.issubdtype(a.dtype, jnp.floating)
-            for a, s in zip(out, spec, strict=True)):
-        got = jax.tree.unflatten(op.func.out_tree, [a.str_short() for a in out])
-        raise ValueError(f"matvec({like_name}) must be a floating pytree with the structure "
-                         f"and shapes of {like_name}; got {got}")
-
-
-class Prepared(NamedTuple):
-    """A matvec ready for the compiled routines (see :func:`prepare`)."""
-
-    op: Partial
-    layout: FlatLayout
-    amortise: bool
+    return hoist(_linearize(op, _like(op)), like)
 
 
 def prepare(matvec: Callable[[PyTree], PyTree], like: PyTree, *, mesh: Any,
-            linearize: bool | str, like_name: str = "like") -> Prepared:
-    """The boundary of every routine that takes a matvec: checks (structure, shapes, dtypes,
-    Explicit meshes; no device sync), :func:`hoist`, the layout of its flat vectors on
-    ``mesh`` (default: that of ``like``'s or the operator's arrays), and whether the programs
-    linearise it (:func:`worth_linearizing`; a hoisted operator, e.g. from
-    :func:`~prune_jax.curvature.hvp_operator`, has decided already)."""
+            linearize: bool | str, like_name: str = "like") -> tuple[Partial, FlatLayout, bool]:
+    """The boundary of every routine that takes a matvec: the checks (structure, shapes,
+    dtypes, Explicit meshes; no device sync), the hoisted operator, the layout of its flat
+    vectors on ``mesh`` (default: that of ``like``'s or the operator's arrays) and whether the
+    programs linearise it (an operator hoisted already, e.g. by :func:`hvp_operator`, is not)."""
     check_no_explicit_mesh(like, like_name)
     if not (isinstance(linearize, bool) or linearize == "auto"):
         raise TypeError(f"linearize must be True, False or 'auto', got {linearize!r}")
-    hoisted = isinstance(matvec, Partial) and isinstance(matvec.func, JaxprFunction)
     if isinstance(matvec, Partial):
         check_no_explicit_mesh(matvec, "matvec")
     op = hoist(matvec, like, like_name)
     check_no_explicit_mesh(op, "matvec")
-    check_output(op, like, like_name)
+    out = [v.aval for v in op.func.jaxpr.outvars]
+    if op.func.out_tree != op.func.in_tree or any(
+            a.shape != jnp.shape(x) or not jnp.issubdtype(a.dtype, jnp.floating)
+            for a, x in zip(out, jax.tree.leaves(like), strict=True)):
+        got = jax.tree.unflatten(op.func.out_tree, [a.str_short() for a in out])
+        raise ValueError(f"matvec({like_name}) must be a floating pytree with the structure "
+                         f"and shapes of {like_name}; got {got}")
     mesh = resolve_mesh(mesh, like, op)
-    amortise = not hoisted and worth_linearizing(op, like, linearize,
-                                                 devices=1 if mesh is None else mesh.size)
-    return Prepared(op, FlatLayout.of(tree_size(like), mesh), amortise)
+    amortise = not _is_hoisted(matvec) and worth_linearizing(
+        op, linearize, devices=1 if mesh is None else mesh.size)
+    return op, FlatLayout.of(tree_size(like), mesh), amortise

@@ -1,24 +1,14 @@
 """Hessian-vector products (SPEC 1.1): one product, and THE operator over data and devices.
 
-``H v = d/dt grad L(w + t v)|_{t=0}``, computed forward-over-reverse
-(``jax.jvp(jax.grad(L), (w,), (v,))[1]``); ``H`` is never materialised. Over batches ``b`` of
-sizes ``n_b``: ``H v = (sum_b n_b H_b v) / (sum_b n_b)``, one ``lax.scan``. On a mesh the
-batches are split over the data axis and one ``jax.shard_map`` adds the per-device partial
-sums and counts with ``jax.lax.psum``, which is exact (only the summation order changes).
-
-:func:`hvp_operator` is the one constructor: it writes the product as a plain function and
-hands it to ``as_operator`` (:mod:`prune_jax.curvature.hoist`), which makes the parameters,
-the batches and the sizes leaves of the returned :class:`~jax.tree_util.Partial` (jit
-arguments, never constants) and, when the memory budget allows, linearises it once.
-
-Models with state (BatchNorm statistics, dropout) are evaluated in whatever mode ``loss_fn``
-closes over; the toolkit's default, and the recommended choice for curvature, is inference
-mode (running statistics, no dropout), e.g. ``model.apply({"params": p, "batch_stats": s},
-x, train=False)``.
+``H v = d/dt grad L(w + t v)|_{t=0}``, forward-over-reverse; ``H`` is never materialised.
+Over batches ``b`` of sizes ``n_b``: ``H v = (sum_b n_b H_b v) / (sum_b n_b)`` (on a mesh, one
+``psum`` of the per-device sums). Models with state (BatchNorm, dropout) are evaluated in the
+mode ``loss_fn`` closes over; inference mode is the recommended choice for curvature.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -49,24 +39,27 @@ def _hvp(loss_fn: LossFn, params: PyTree, v: PyTree) -> PyTree:
     return jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]
 
 
-def _weighted_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, sizes: Array,
-                  v: PyTree) -> PyTree:
-    """``sum_b sizes_b H_b v``: one ``lax.scan`` over the leading axis of ``batches``.
-
-    A single batch skips the scan: XLA:CPU compiles weight-gradient convolutions inside a
-    ``scan`` body tens of times slower than outside one (benchmarks/RESULTS.md).
-    """
+def _mean_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, sizes: Array, v: PyTree,
+              axis: str | None = None) -> PyTree:
+    """``(sum_b n_b H_b v) / (sum_b n_b)``: one ``lax.scan`` over the leading axis of
+    ``batches``, the sums ``psum``-ed over the mesh ``axis`` when given."""
     def one(batch: PyTree, size: Array) -> PyTree:
         hv = _hvp(lambda p: loss_fn(p, batch), params, v)
         return jax.tree.map(lambda h: size.astype(h.dtype) * h, hv)
 
     if jax.tree.leaves(batches)[0].shape[0] == 1:
-        return one(jax.tree.map(lambda x: x[0], batches), sizes[0])
+        # one batch: no scan (XLA:CPU compiles weight-gradient convolutions in a scan body
+        # tens of times slower, benchmarks/RESULTS.md)
+        hv = one(jax.tree.map(lambda x: x[0], batches), sizes[0])
+    else:
+        def body(acc: PyTree, xs: tuple[PyTree, Array]) -> tuple[PyTree, None]:
+            return jax.tree.map(jnp.add, acc, one(*xs)), None
 
-    def body(acc: PyTree, xs: tuple[PyTree, Array]) -> tuple[PyTree, None]:
-        return jax.tree.map(jnp.add, acc, one(*xs)), None
-
-    return jax.lax.scan(body, jax.tree.map(jnp.zeros_like, v), (batches, sizes))[0]
+        hv = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, v), (batches, sizes))[0]
+    total = jnp.sum(sizes)
+    if axis is not None:
+        hv, total = jax.lax.psum((hv, total), axis)
+    return jax.tree.map(lambda h: h / total.astype(h.dtype), hv)
 
 
 @jax.jit(static_argnums=0)
@@ -90,14 +83,11 @@ def _check_v(params: PyTree, v: PyTree) -> None:
 def hvp(loss_fn: LossFn, params: PyTree, v: PyTree) -> PyTree:
     """Hessian-vector product ``H v`` of ``loss_fn(params) -> scalar`` (SPEC 1.1).
 
-    Forward-over-reverse, ``jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]``, for any pytree;
-    ``v`` has the structure, shapes and dtypes of ``params``. Called on arrays, the product is
-    compiled once per ``loss_fn`` object and NaN/Inf in ``params``, ``v`` or the product raise
-    ``ValueError`` (one flag computed in the product's own program). Called under a trace (the
-    caller's ``jit``/``vmap``, or inside a matvec given to :func:`lanczos` and friends, e.g.
-    ``lambda v: hvp(loss, params, v)``) it is inlined, so that the toolkit hoists the arrays
-    that ``loss_fn`` closes over. For a model with state, ``loss_fn`` fixes the mode (the
-    toolkit's default: inference).
+    ``v`` has the structure, shapes and dtypes of ``params``. On arrays the product is compiled
+    once per ``loss_fn`` object, and NaN/Inf in ``params``, ``v`` or the product raise
+    ``ValueError``; under a trace (``jit``, ``vmap``, a matvec such as ``lambda v: hvp(loss,
+    params, v)`` given to :func:`lanczos`) it is inlined, so the arrays ``loss_fn`` closes over
+    are hoisted.
 
     Example:
         >>> loss = lambda p: jnp.sum(p["w"] ** 3)
@@ -142,11 +132,9 @@ def _sizes(batches: PyTree, batch_sizes: Any, dtype: Any) -> Array:
 
 def _on_mesh(params: PyTree, mesh: Mesh) -> PyTree:
     """``params`` with every leaf not yet on ``mesh`` replicated on it."""
-    placed = jax.tree.map(lambda x: isinstance(getattr(x, "sharding", None), NamedSharding)
-                          and x.sharding.mesh == mesh, params)
-    if all(jax.tree.leaves(placed)):
-        return params
-    return jax.tree.map(lambda x, ok: x if ok else replicate(x, mesh), params, placed)
+    on = lambda x: isinstance(getattr(x, "sharding", None), NamedSharding) and \
+        x.sharding.mesh == mesh
+    return jax.tree.map(lambda x: x if on(x) else replicate(x, mesh), params)
 
 
 def hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree | None = None, *,
@@ -158,28 +146,20 @@ def hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree | None = None,
     - ``batches is None``: ``loss_fn(params) -> scalar``.
     - otherwise ``loss_fn(params, batch) -> scalar`` is the mean loss of one batch and
       ``batches`` a pytree whose leaves have a leading batch-index axis ``(num_batches, ...)``;
-      the operator is the exact full-data-set HVP ``(sum_b n_b H_b v) / (sum_b n_b)``, one
-      ``lax.scan``. ``batch_sizes`` gives ``n_b`` (shape ``(num_batches,)``; default equal).
+      the operator is the exact full-data-set HVP ``(sum_b n_b H_b v) / (sum_b n_b)``.
+      ``batch_sizes`` gives ``n_b`` (shape ``(num_batches,)``; default equal).
     - ``mesh`` (with ``batches``): data parallel. The batches are split over the mesh axis
-      ``data_axis`` (:func:`prune_jax.sharding.shard_batches`: padded with zero-size batches
-      to a multiple of its size; ``process_local=True``: each process passes only its own
-      batches, multi-host), each device scans its own, and one ``psum`` adds the partial sums.
-      ``params`` may be replicated or sharded over the other axes
-      (:func:`prune_jax.sharding.shard_params`); leaves not on ``mesh`` are replicated on it.
-      ``docs/scaling.md``.
+      ``data_axis`` (:func:`prune_jax.sharding.shard_batches`; ``process_local=True``: each
+      process passes only its own batches) and one ``psum`` adds the partial sums. ``params``
+      may be replicated or sharded over the other axes; leaves not on ``mesh`` are replicated
+      on it (``docs/scaling.md``).
 
-    ``linearize`` (SPEC 1.1, amortised products): ``True`` linearises the product once, here
-    (``jax.linearize``: the forward and backward passes at ``params`` run once, and each
-    product runs only the tangent pass, reading their stored residuals: about the forward
-    activations of every batch, held for the operator's lifetime); ``False`` recomputes
-    them in every product (memory: one batch's activations); ``"auto"`` (default)
-    linearises when the residuals, sized with :func:`jax.eval_shape` (per device on a mesh),
-    fit in ``memory_budget`` bytes (default: a quarter of the device memory where the
-    backend reports it, an eighth of the host RAM on CPU), else falls back to ``False``.
-
-    The result's leaves are the parameters, batches and sizes (or the residuals): passed to a
-    jitted routine they are traced arguments, and an operator with new values of the same
-    shapes reuses its compiled programs. BatchNorm/dropout: ``loss_fn`` fixes the mode.
+    ``linearize``: ``True`` runs the forward and backward passes once, here, and each product
+    only the tangent pass on the stored residuals (about the activations of every batch);
+    ``False`` recomputes them per product; ``"auto"`` linearises when the residuals fit in
+    ``memory_budget`` bytes per device (default: a quarter of the device memory, an eighth of
+    the host RAM on CPU). The result's leaves are traced arguments of the routines it is
+    passed to: new values of the same shapes reuse their compiled programs.
 
     Example:
         >>> loss = lambda p, b: jnp.mean((b @ p) ** 2)      # here H = 2 * ones((3, 3))
@@ -199,51 +179,41 @@ def hvp_operator(loss_fn: LossFn, params: PyTree, batches: PyTree | None = None,
     check_tree(params, "params")
     check_no_explicit_mesh((params, batches), "params and batches")
     process_local = check_bool(process_local, "process_local")
+    devices = 1
     if batches is None:
         if batch_sizes is not None or mesh is not None:
             raise ValueError("batch_sizes and mesh need batches (loss_fn(params, batch))")
-        return as_operator(lambda v: _hvp(loss_fn, params, v), params, linearize=linearize,
-                           memory_budget=memory_budget, like_name="params")
-    dtype = jnp.result_type(*jax.tree.leaves(params))
-    if mesh is None:
-        sizes = _sizes(batches, batch_sizes, dtype)
-
-        def matvec(v: PyTree) -> PyTree:
-            hv = _weighted_hvp(loss_fn, params, batches, sizes, v)
-            return jax.tree.map(lambda h: h / jnp.sum(sizes).astype(h.dtype), hv)
-
-        return as_operator(matvec, params, linearize=linearize, memory_budget=memory_budget,
-                           like_name="params")
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh (e.g. prune_jax.sharding."
-                        f"make_mesh()) or None, got {type(mesh).__name__}")
-    check_axis(mesh, data_axis, "data_axis")
-    placed = shard_batches(batches, mesh, data_axis, batch_sizes=batch_sizes, dtype=dtype,
-                           process_local=process_local)
-    params = _on_mesh(params, mesh)
-
-    def local(params: PyTree, batches: PyTree, sizes: Array, v: PyTree) -> PyTree:
-        hv, total = jax.lax.psum((_weighted_hvp(loss_fn, params, batches, sizes, v),
-                                  jnp.sum(sizes)), data_axis)
-        return jax.tree.map(lambda h: h / total.astype(h.dtype), hv)
-
-    # check_vma=False on purpose: with varying-manual-axes checks, autodiff would already sum
-    # the gradient w.r.t. the replicated params across data_axis (the transpose of the
-    # implicit pvary is a psum), and the explicit psum of SPEC 1.1 would count it twice.
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(data_axis), P(data_axis), P()),
-                            out_specs=P(), axis_names={data_axis}, check_vma=False)
-    return as_operator(lambda v: sharded(params, placed.batches, placed.sizes, v), params,
-                       linearize=linearize, memory_budget=memory_budget,
-                       devices=mesh.shape[data_axis], like_name="params")
+        matvec = lambda v: _hvp(loss_fn, params, v)
+    elif mesh is None:
+        sizes = _sizes(batches, batch_sizes, jnp.result_type(*jax.tree.leaves(params)))
+        matvec = lambda v: _mean_hvp(loss_fn, params, batches, sizes, v)
+    else:
+        if not isinstance(mesh, Mesh):
+            raise TypeError(f"mesh must be a jax.sharding.Mesh (e.g. prune_jax.sharding."
+                            f"make_mesh()) or None, got {type(mesh).__name__}")
+        check_axis(mesh, data_axis, "data_axis")
+        placed = shard_batches(batches, mesh, data_axis, batch_sizes=batch_sizes,
+                               dtype=jnp.result_type(*jax.tree.leaves(params)),
+                               process_local=process_local)
+        params = _on_mesh(params, mesh)
+        local = functools.partial(_mean_hvp, loss_fn, axis=data_axis)
+        # check_vma=False on purpose: with varying-manual-axes checks, autodiff would already
+        # sum the gradient w.r.t. the replicated params across data_axis (the transpose of the
+        # implicit pvary is a psum), and the explicit psum of SPEC 1.1 would count it twice.
+        sharded = jax.shard_map(local, mesh=mesh,
+                                in_specs=(P(), P(data_axis), P(data_axis), P()),
+                                out_specs=P(), axis_names={data_axis}, check_vma=False)
+        matvec = lambda v: sharded(params, placed.batches, placed.sizes, v)
+        devices = mesh.shape[data_axis]
+    return as_operator(matvec, params, linearize=linearize, memory_budget=memory_budget,
+                       devices=devices, like_name="params")
 
 
 def dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, v: PyTree, *,
                 batch_sizes: Any = None) -> PyTree:
-    """One exact full-data-set HVP ``(sum_b n_b H_b v) / (sum_b n_b)`` (SPEC 1.1).
-
-    ``hvp_operator(loss_fn, params, batches, batch_sizes=..., linearize=False)(v)``: for one
-    product; build the operator once for many. Equals the HVP of the size-weighted mean loss
-    over the concatenated data.
+    """One exact full-data-set HVP ``(sum_b n_b H_b v) / (sum_b n_b)`` (SPEC 1.1): the HVP of
+    the size-weighted mean loss over the concatenated data. For many products build
+    :func:`hvp_operator` once.
 
     Example:
         >>> loss = lambda p, b: jnp.mean((b @ p) ** 2)

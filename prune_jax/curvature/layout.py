@@ -1,16 +1,10 @@
 """Flat Lanczos vectors on one device, or split over every device of a mesh (SPEC 1.2).
 
-The compiled loops work on flat vectors of length ``D`` (``ravel`` of the parameter pytree).
-On a mesh they are zero-padded to ``D_pad``, a multiple of the number of devices (XLA ignores
-a sharding constraint on a dimension the device count does not divide), and constrained to
-be split over *every* mesh axis, so each device stores ``(m + 1) D / n`` entries of the
-basis (ZeRO style; the basis does not depend on the data). Padding entries are zero in the
-probes, in the restart vectors and in every operator output, so they never change an inner
-product.
-
-The stored basis is a ``Basis``: five small functions over a ``(rows, D_pad)`` array.
-``device_basis`` keeps it in device memory (split over the mesh); ``host_basis``
-(:mod:`prune_jax.curvature.offload`) keeps it in host memory.
+On a mesh the flat vectors (``ravel`` of the parameters) are zero-padded to ``D_pad``, a
+multiple of the device count, and split over every mesh axis, so each device stores
+``(m + 1) D / n`` entries of the basis. The padding is zero in every probe, restart vector and
+operator output, so it never changes an inner product. A ``Basis`` says where the basis lives:
+``device_basis`` (here) or ``host_basis`` (:mod:`prune_jax.curvature.offload`).
 """
 
 from __future__ import annotations
@@ -73,14 +67,6 @@ class FlatLayout:
         return lambda x: self.pad(ravel(matvec(unravel(self.unpad(x))))[0].astype(dtype))
 
 
-def _mesh_of(tree: PyTree) -> Mesh | None:
-    for x in jax.tree.leaves(tree):
-        sharding = getattr(x, "sharding", None) if isinstance(x, jax.Array) else None
-        if isinstance(sharding, NamedSharding) and sharding.mesh.size > 1:
-            return sharding.mesh
-    return None
-
-
 def resolve_mesh(mesh: Any, *trees: PyTree) -> Mesh | None:
     """``mesh`` (checked), else the mesh of the first multi-device ``NamedSharding`` leaf of
     ``trees`` (the operator's or ``like``'s arrays), else ``None`` (one device)."""
@@ -89,24 +75,20 @@ def resolve_mesh(mesh: Any, *trees: PyTree) -> Mesh | None:
             raise TypeError(f"mesh must be a jax.sharding.Mesh or None, got "
                             f"{type(mesh).__name__}")
         return mesh if mesh.size > 1 else None
-    for tree in trees:
-        found = _mesh_of(tree)
-        if found is not None:
-            return found
+    for x in jax.tree.leaves(trees):
+        sharding = getattr(x, "sharding", None) if isinstance(x, jax.Array) else None
+        if isinstance(sharding, NamedSharding) and sharding.mesh.size > 1:
+            return sharding.mesh
     return None
 
 
 class Basis(NamedTuple):
-    """How the ``(rows, D_pad)`` Lanczos basis is stored (all functions work inside ``jit``).
+    """How the ``(rows, D_pad)`` Lanczos basis is stored (functions used inside ``jit``).
 
-    Attributes:
-        init: ``(rows, q0) -> basis`` with ``q0`` in row 0 and zeros elsewhere.
-        row: ``(basis, i) -> q_i``.
-        store: ``(basis, i, q) -> basis`` with row ``i`` set to ``q``.
-        orthogonalize: ``(basis, u, j) -> u - Q (Q^T u)`` over rows ``0..j``, applied twice
-            ("twice is enough"); rows past ``j`` are zero, so the device basis sweeps all rows.
-        combine: ``(basis, coeffs) -> coeffs @ basis[:m]`` for ``coeffs`` of shape ``(k, m)``
-            (Ritz vectors).
+    ``init(rows, q0)`` (``q0`` in row 0, zeros elsewhere), ``row(basis, i)``,
+    ``store(basis, i, q)``, ``orthogonalize(basis, u, j)``: ``u - Q (Q^T u)`` over rows
+    ``0..j``, twice ("twice is enough"; rows past ``j`` are zero, so the device basis sweeps
+    them all), and ``combine(basis, coeffs)``: ``coeffs @ basis[:m]`` (Ritz vectors).
     """
 
     init: Callable[[int, Array], Array]

@@ -1,16 +1,11 @@
 """Opt-in: the Lanczos basis in host memory, streamed to the device in row blocks (SPEC 1.2).
 
-For bases that do not fit on the device (``offload_basis=True`` in
-:func:`~prune_jax.curvature.lanczos`, :func:`~prune_jax.curvature.slq` and
-:func:`~prune_jax.curvature.top_eigenvalues`; or ``basis=host_basis(layout, m)`` in
-:func:`~prune_jax.curvature.lanczos_tridiag`). The ``(rows, D_pad)`` buffer has memory kind
-``pinned_host``; every new vector is written to it, and each re-orthogonalisation pass at step
-``j`` moves only the ``ceil((j + 1) / block)`` blocks written so far to the device, using each
-block for both products (block Gram-Schmidt, two passes). Device memory: one block plus the
-vectors in flight. XLA's host-offload passes keep the buffer in host memory on GPU/TPU; on
-CPU the memory kinds are the same RAM (correct, no saving). A batched slice of a host buffer
-is a gather, which XLA does not run on host memory, so offloaded probes run one at a time
-(no ``jax.vmap``).
+``offload_basis=True``, or ``basis=host_basis(layout, m)`` in
+:func:`~prune_jax.curvature.lanczos_tridiag`: the basis buffer has memory kind ``pinned_host``,
+and each re-orthogonalisation pass at step ``j`` moves only the blocks written so far to the
+device, using each for both products (block Gram-Schmidt, two passes). Device memory: one block
+plus the vectors in flight (on CPU both memory kinds are the same RAM). XLA does not gather
+from host memory, so offloaded probes run one at a time (no ``jax.vmap``).
 """
 
 from __future__ import annotations
@@ -33,10 +28,8 @@ def block_rows(num_steps: int) -> int:
 
 
 def host_basis(layout: FlatLayout, num_steps: int) -> Basis:
-    """A ``Basis`` (:mod:`prune_jax.curvature.layout`) in host memory for ``num_steps`` steps.
-
-    Its ``init`` allocates whole blocks (``rows`` is rounded up to a multiple of the block).
-    """
+    """A ``Basis`` in host memory for ``num_steps`` steps (``init`` rounds ``rows`` up to
+    whole blocks)."""
     block = block_rows(num_steps)
 
     def to_host(x: Array) -> Array:

@@ -1,20 +1,15 @@
 """What is estimated from Lanczos (SPEC 1.3): top eigenpairs, the trace, the spectral density.
 
-Every estimator is a composition, in the style of matfree's ``stochtrace``: a *sampler* (a
-Rademacher probe and a Lanczos restart seed from one key), an *integrand* (what one probe
-computes: ``z^T A z``, or a Lanczos run) and ``estimator``, which maps the integrand over
-``num_probes`` keys (``vmap``, chunked with ``lax.map``) inside one compiled program. The
-same ``key`` gives the same probes to :func:`hutchinson_trace`, :func:`slq` and
-:func:`estimate_spectrum`. ``T_m`` is diagonalised on the host in float64.
-
-The spectral density is returned as its raw Gauss quadrature (:class:`SpectralQuadrature`);
-every quantity of the form ``(1/D) sum_i f(lambda_i)`` is computed from it by quadrature,
-never through a gridded density; :meth:`SpectralQuadrature.density` is a view for plots.
+Every estimator composes, as matfree's ``stochtrace`` does, a *sampler* (a Rademacher probe and
+a Lanczos restart seed from one key), an *integrand* (``z^T A z``, or a Lanczos run) and an
+``estimator`` that maps it over ``num_probes`` keys in one compiled program, so the same
+``key`` gives the same probes to :func:`hutchinson_trace`, :func:`slq` and
+:func:`estimate_spectrum`. ``(1/D) sum_i f(lambda_i)`` is computed from the Gauss quadrature
+(:class:`SpectralQuadrature`), never from a gridded density.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -22,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune_jax.curvature.hoist import amortised, prepare
-from prune_jax.curvature.layout import Basis, FlatLayout, dot
+from prune_jax.curvature.hoist import compiled, flat_operator, prepare
+from prune_jax.curvature.layout import FlatLayout, dot
 from prune_jax.curvature.offload import block_rows
 from prune_jax.curvature.tridiag import (
     LanczosResult,
@@ -33,7 +28,7 @@ from prune_jax.curvature.tridiag import (
     storage,
     tridiagonal_eigh,
 )
-from prune_jax.tree import Array, PyTree, ravel
+from prune_jax.tree import Array, PyTree
 from prune_jax.validate import (
     check_bool,
     check_fraction,
@@ -43,44 +38,21 @@ from prune_jax.validate import (
     check_tree,
 )
 
-__all__ = [
-    "MIN_TRACE_SAMPLES",
-    "Estimate",
-    "SpectralQuadrature",
-    "Spectrum",
-    "TopEigenpairs",
-    "TraceEstimate",
-    "compiled",
-    "estimate_spectrum",
-    "estimator",
-    "flat_operator",
-    "hutchinson_trace",
-    "map_chunked",
-    "slq",
-    "spec_of",
-    "top_eigenvalues",
-]
+__all__ = ["MIN_TRACE_SAMPLES", "Estimate", "SpectralQuadrature", "Spectrum", "TopEigenpairs",
+           "TraceEstimate", "estimate_spectrum", "estimator", "hutchinson_trace", "map_chunked",
+           "slq", "top_eigenvalues"]
 
 
 class Estimate(NamedTuple):
-    """A Monte-Carlo estimate with its standard error across probes (SPEC 1.3).
-
-    ``stderr`` is the sample standard deviation over probes divided by ``sqrt(num_probes)``
-    (NaN for a single probe).
-    """
+    """A Monte-Carlo mean and its standard error (sample std / sqrt(n); NaN for one sample)."""
 
     estimate: float
     stderr: float
 
 
 class TraceEstimate(NamedTuple):
-    """Trace estimate ``tr H ~ mean_l s_l`` with its standard error (SPEC 1.3).
-
-    Attributes:
-        estimate: the mean of the samples.
-        stderr: its standard error (sample std / sqrt(n); NaN for one sample).
-        samples: the individual samples ``s_l`` (Hutchinson: ``z_l^T H z_l``).
-    """
+    """Trace estimate ``tr H ~ mean_l s_l``, its standard error (as :class:`Estimate`) and the
+    samples ``s_l`` (Hutchinson: ``z_l^T H z_l``)."""
 
     estimate: float
     stderr: float
@@ -90,17 +62,11 @@ class TraceEstimate(NamedTuple):
 class TopEigenpairs(NamedTuple):
     """Top-k Ritz pairs of one Lanczos run (SPEC 1.2, 1.3), largest first.
 
-    Attributes:
-        eigenvalues: ``(k,)`` float64 Ritz values ``theta_k``, descending.
-        eigenvectors: unit Ritz vectors ``y_k`` as a pytree shaped like ``like`` with a leading
-            axis ``k``.
-        residuals: ``(k,)`` float64 true residual norms ``||H y_k - theta_k y_k||_2`` of the
-            returned vectors, from ``k`` extra products: the convergence certificate (some
-            eigenvalue of ``H`` lies within it of ``theta_k``), with a rounding floor of about
-            ``eps ||H||`` in the operator's dtype.
-        lanczos_residuals: ``(k,)`` float64 Lanczos bounds ``|beta_m s_{m,k}|`` (SPEC 1.2) from
-            the float64 ``T_m``: equal to the true residuals in exact arithmetic, they ignore
-            rounding (a converged pair may show 0 here).
+    ``eigenvalues``: ``(k,)`` float64 Ritz values ``theta_k``; ``eigenvectors``: unit Ritz
+    vectors ``y_k``, shaped like ``like`` with a leading axis ``k``; ``residuals``: the true
+    ``||H y_k - theta_k y_k||_2`` (some eigenvalue of ``H`` lies within it of ``theta_k``, up
+    to a rounding floor of about ``eps ||H||``); ``lanczos_residuals``: the Lanczos bounds
+    ``|beta_m s_{m,k}|``, equal to them in exact arithmetic (they ignore rounding).
     """
 
     eigenvalues: np.ndarray
@@ -112,13 +78,9 @@ class TopEigenpairs(NamedTuple):
 class SpectralQuadrature(NamedTuple):
     """Stochastic Lanczos quadrature of the spectral density (SPEC 1.3).
 
-    ``phi(lambda) ~ (1/n_v) sum_l sum_k tau_k^(l) delta(lambda - theta_k^(l))``.
-
-    Attributes:
-        nodes: ``(num_probes, num_steps)`` float64 Ritz values ``theta_k^(l)``.
-        weights: ``(num_probes, num_steps)`` float64 weights ``tau_k^(l)``; rows sum to 1
-            (a shorter run is padded with zero-weight nodes at 0).
-        dim: the dimension ``D`` of the operator.
+    ``phi(lambda) ~ (1/n_v) sum_l sum_k tau_k^(l) delta(lambda - theta_k^(l))`` with
+    ``(num_probes, num_steps)`` float64 ``nodes`` ``theta_k^(l)`` and ``weights`` ``tau_k^(l)``
+    (rows sum to 1; shorter runs are padded with zero-weight nodes), ``dim`` ``D``.
     """
 
     nodes: np.ndarray
@@ -153,22 +115,19 @@ class SpectralQuadrature(NamedTuple):
             >>> q.expect(lambda x: x ** 2)           # (1/D) sum_i lambda_i^2
             5.0
         """
-        return float(np.mean(self.per_probe(f)))
+        return self.estimate(f).estimate
 
     def stderr(self, f: Callable[[np.ndarray], Any]) -> float:
         """Standard error of :meth:`expect` across probes (NaN for a single probe)."""
-        return _mean_stderr(self.per_probe(f))[1]
+        return self.estimate(f).stderr
 
     def estimate(self, f: Callable[[np.ndarray], Any]) -> Estimate:
         """:meth:`expect` and :meth:`stderr` together."""
-        return Estimate(*_mean_stderr(self.per_probe(f)))
+        return _mean_stderr(self.per_probe(f))
 
     def density(self, grid: Any, sigma: float) -> np.ndarray:
-        """Gaussian-kernel smoothed density on ``grid`` (width ``sigma``); for plots only.
-
-        ``(1/n_v) sum_l sum_k tau_k^(l) N(grid; theta_k^(l), sigma^2)``; integrates to ~1.
-        Never derive quantities from it: use :meth:`expect` (SPEC 1.3).
-        """
+        """Gaussian-kernel smoothed density on ``grid`` (width ``sigma``), for plots only;
+        derive quantities with :meth:`expect`."""
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         z = (np.asarray(grid, dtype=np.float64)[..., None, None] - self.nodes) / sigma
@@ -177,42 +136,34 @@ class SpectralQuadrature(NamedTuple):
 
 
 class Spectrum(NamedTuple):
-    """The three things one set of Lanczos runs gives (:func:`estimate_spectrum`, SPEC 1.3).
-
-    Attributes:
-        top: the top-``k`` eigenpairs of the first probe's run, with residuals.
-        trace: the trace (Hutchinson, deflated Hutch++-style where that lowers the variance).
-        quadrature: the spectral density's quadrature over every probe (as :func:`slq`).
-    """
+    """Result of :func:`estimate_spectrum`: the first run's top eigenpairs, the (deflated)
+    trace and the quadrature of every run."""
 
     top: TopEigenpairs
     trace: TraceEstimate
     quadrature: SpectralQuadrature
 
 
-def _mean_stderr(samples: np.ndarray) -> tuple[float, float]:
+def _mean_stderr(samples: np.ndarray) -> Estimate:
     s = np.asarray(samples, dtype=np.float64)
     se = float(np.std(s, ddof=1) / np.sqrt(s.size)) if s.size > 1 else float("nan")
-    return float(np.mean(s)), se
+    return Estimate(float(np.mean(s)), se)
 
-
-# --------------------------------------------------------------------------- composition
 
 def map_chunked(f: Callable[[Any], Any], xs: Any, batch_size: int, *,
                 sequential: bool = False) -> Any:
-    """``vmap`` of ``f`` over the leading axis of ``xs``, in ``lax.map`` chunks of
-    ``batch_size``; ``sequential=True`` or ``batch_size == 1``: a plain ``lax.map``."""
-    n = jax.tree.leaves(xs)[0].shape[0]
+    """``vmap`` of ``f`` over the leading axis of ``xs`` in ``lax.map`` chunks of
+    ``batch_size`` (``sequential`` or ``batch_size == 1``: a plain ``lax.map``)."""
     if sequential or batch_size == 1:
         return jax.lax.map(f, xs)
-    if batch_size >= n:
+    if batch_size >= jax.tree.leaves(xs)[0].shape[0]:
         return jax.vmap(f)(xs)
     return jax.lax.map(f, xs, batch_size=batch_size)
 
 
 def sampler(layout: FlatLayout, dtype: Any) -> Callable[[Array], tuple[Array, Array]]:
     """``key -> (z, g)``: a padded Gaussian ``g`` (the Lanczos restart seed) and the
-    Rademacher probe ``z = sign(g)``; one random-number kernel per program."""
+    Rademacher probe ``z = sign(g)``."""
     def sample(key: Array) -> tuple[Array, Array]:
         g = layout.pad(jax.random.normal(key, (layout.dim,), dtype))
         return jnp.sign(g), g
@@ -223,21 +174,8 @@ def sampler(layout: FlatLayout, dtype: Any) -> Callable[[Array], tuple[Array, Ar
 def estimator(integrand: Callable[[Array], Any], *, num_probes: int, batch_size: int,
               sequential: bool = False) -> Callable[[Array], Any]:
     """``key -> integrand`` over ``num_probes`` independent keys, stacked (inside ``jit``)."""
-    def estimate(key: Array) -> Any:
-        return map_chunked(integrand, jax.random.split(key, num_probes), batch_size,
-                           sequential=sequential)
-
-    return estimate
-
-
-def integrand_quadform(matvec: Callable[[Array], Array],
-                       sample: Callable[[Array], tuple[Array, Array]]) -> Callable[..., Array]:
-    """``key -> z^T A z`` (Hutchinson)."""
-    def integrand(key: Array) -> Array:
-        z = sample(key)[0]
-        return dot(z, matvec(z))
-
-    return integrand
+    return lambda key: map_chunked(integrand, jax.random.split(key, num_probes), batch_size,
+                                   sequential=sequential)
 
 
 def integrand_tridiag(matvec: Callable[[Array], Array],
@@ -253,62 +191,24 @@ def integrand_tridiag(matvec: Callable[[Array], Array],
     return integrand
 
 
-def ritz_pairs(matvec: Callable[[Array], Array], res: LanczosResult, store: Basis, *, k: int,
-               by_magnitude: bool, batch_size: int) -> tuple[Array, Array, Array]:
-    """Top-``k`` unit Ritz vectors ``Q s_k``, their true residuals, and their positions in
-    the ascending order of the Ritz values (device ``eigh`` of ``T_m``)."""
-    t = jnp.diag(res.alphas) + jnp.diag(res.betas[:-1], 1) + jnp.diag(res.betas[:-1], -1)
-    theta, s = jnp.linalg.eigh(t)
-    idx = jnp.argsort(-(jnp.abs(theta) if by_magnitude else theta), stable=True)[:k]
-    y = store.combine(res.basis, s[:, idx].T.astype(res.basis.dtype))
-    y = y / jnp.linalg.norm(y, axis=-1, keepdims=True)
-    residual = map_chunked(lambda yt: jnp.linalg.norm(matvec(yt[0]) - yt[1] * yt[0]),
-                           (y, theta[idx]), batch_size)
-    return y, residual, idx
-
-
-# --------------------------------------------------------------------------- compiled programs
-
-Spec = tuple[Any, tuple[tuple[tuple[int, ...], Any], ...]]
-
-
-def spec_of(like: PyTree) -> Spec:
-    """Hashable ``(treedef, ((shape, dtype), ...))`` of ``like`` (a static jit argument)."""
-    leaves, treedef = jax.tree.flatten(like)
-    return treedef, tuple((tuple(jnp.shape(x)), np.dtype(jnp.result_type(x))) for x in leaves)
-
-
-def flat_operator(op: Any, spec: Spec, layout: FlatLayout,
-                  amortise: bool = False) -> tuple[Callable, Callable, Any]:
-    """Flat padded operator (linearised first, with ``amortise``), unravel and dtype, inside
-    a program."""
-    treedef, leaves = spec
-    like = jax.tree.unflatten(treedef, [jnp.zeros(s, d) for s, d in leaves])
-    flat, unravel = ravel(like)
-    op = amortised(op, like) if amortise else op
-    return layout.operator(op, unravel, flat.dtype), unravel, flat.dtype
-
-
-def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``jax.jit(fn)`` with every keyword-only argument static."""
-    names = [p.name for p in inspect.signature(fn).parameters.values()
-             if p.kind == p.KEYWORD_ONLY]
-    return jax.jit(fn, static_argnames=names)
-
-
 @compiled
-def _trace_program(op: Any, key: Array, *, spec: Spec, layout: FlatLayout, amortise: bool,
+def _trace_program(op: Any, key: Array, *, layout: FlatLayout, amortise: bool,
                    num_probes: int, batch_size: int) -> Array:
-    flat, _, dtype = flat_operator(op, spec, layout, amortise)
-    integrand = integrand_quadform(flat, sampler(layout, dtype))
+    flat, _, dtype = flat_operator(op, layout, amortise)
+    sample = sampler(layout, dtype)
+
+    def integrand(key: Array) -> Array:  # z^T A z (Hutchinson)
+        z = sample(key)[0]
+        return dot(z, flat(z))
+
     return estimator(integrand, num_probes=num_probes, batch_size=batch_size)(key)
 
 
 @compiled
-def _slq_program(op: Any, key: Array, *, spec: Spec, layout: FlatLayout, amortise: bool,
+def _slq_program(op: Any, key: Array, *, layout: FlatLayout, amortise: bool,
                  num_probes: int, num_steps: int, reortho: str, tol: float, batch_size: int,
                  offload: bool) -> tuple[Array, Array]:
-    flat, _, dtype = flat_operator(op, spec, layout, amortise)
+    flat, _, dtype = flat_operator(op, layout, amortise)
     run = lanczos_tridiag(num_steps, reortho=reortho, tol=tol, layout=layout,
                           basis=storage(layout, num_steps, offload))
     integrand = integrand_tridiag(flat, sampler(layout, dtype), run)
@@ -317,47 +217,38 @@ def _slq_program(op: Any, key: Array, *, spec: Spec, layout: FlatLayout, amortis
 
 
 @compiled
-def _top_program(op: Any, probe: Array, *, spec: Spec, layout: FlatLayout, amortise: bool,
-                 num_steps: int, tol: float, k: int, by_magnitude: bool, batch_size: int,
-                 offload: bool) -> tuple[Any, ...]:
-    flat, unravel, dtype = flat_operator(op, spec, layout, amortise)
-    return _top_flat(flat, unravel, dtype, probe, layout=layout, num_steps=num_steps, tol=tol,
-                     k=k, by_magnitude=by_magnitude, batch_size=batch_size, offload=offload)
-
-
-def _top_flat(flat: Callable, unravel: Callable, dtype: Any, probe: Array, *,
-              layout: FlatLayout, num_steps: int, tol: float, k: int, by_magnitude: bool,
-              batch_size: int, offload: bool) -> tuple[Any, ...]:
-    store = storage(layout, num_steps, offload)
-    z, g = sampler(layout, dtype)(probe)
-    res = lanczos_tridiag(num_steps, tol=tol, layout=layout, basis=store)(flat, z, g)
-    y, residual, idx = ritz_pairs(flat, res, store, k=k, by_magnitude=by_magnitude,
-                                  batch_size=batch_size)
-    return res, jax.vmap(unravel)(layout.unpad(y)), residual, idx
-
-
-@compiled
-def _spectrum_program(op: Any, key: Array, *, spec: Spec, layout: FlatLayout,
-                      amortise: bool, num_probes: int, num_steps: int, top_steps: int,
-                      tol: float, k: int, by_magnitude: bool,
-                      batch_size: int) -> tuple[Any, ...]:
-    flat, unravel, dtype = flat_operator(op, spec, layout, amortise)
-    keys = jax.random.split(key, num_probes)
-    res, y, residual, idx = _top_flat(flat, unravel, dtype, keys[0], layout=layout,
-                                      num_steps=top_steps, tol=tol, k=k,
-                                      by_magnitude=by_magnitude, batch_size=k, offload=False)
+def _lanczos_program(op: Any, keys: Array, *, layout: FlatLayout, amortise: bool,
+                     num_steps: int, top_steps: int, tol: float, k: int, by_magnitude: bool,
+                     batch_size: int, top_batch_size: int, offload: bool) -> tuple[Any, ...]:
+    """A ``top_steps`` run from ``keys[0]``: its top-``k`` unit Ritz vectors ``Q s_k``, their
+    true residuals and their positions among the ascending Ritz values (device ``eigh``); and
+    from ``keys[1:]``, ``num_steps`` runs deflated by its basis (:func:`estimate_spectrum`)."""
+    flat, unravel, dtype = flat_operator(op, layout, amortise)
+    store = storage(layout, top_steps, offload)
+    z, g = sampler(layout, dtype)(keys[0])
+    res = lanczos_tridiag(top_steps, tol=tol, layout=layout, basis=store)(flat, z, g)
+    t = jnp.diag(res.alphas) + jnp.diag(res.betas[:-1], 1) + jnp.diag(res.betas[:-1], -1)
+    theta, s = jnp.linalg.eigh(t)
+    idx = jnp.argsort(-(jnp.abs(theta) if by_magnitude else theta), stable=True)[:k]
+    y = store.combine(res.basis, s[:, idx].T.astype(res.basis.dtype))
+    y = y / jnp.linalg.norm(y, axis=-1, keepdims=True)
+    residual = map_chunked(lambda yt: jnp.linalg.norm(flat(yt[0]) - yt[1] * yt[0]),
+                           (y, theta[idx]), top_batch_size)
+    out = (res, jax.vmap(unravel)(layout.unpad(y)), residual, idx)
+    if keys.shape[0] == 1:
+        return out
     run = lanczos_tridiag(num_steps, tol=tol, layout=layout)
     integrand = integrand_tridiag(flat, sampler(layout, dtype), run, deflate=res.basis)
-    return res, y, residual, idx, map_chunked(integrand, keys[1:], batch_size)
+    return (*out, map_chunked(integrand, keys[1:], batch_size))
 
 
 @compiled
 def _round_program(op: Any, key: Array, start: Array, count: Array, basis: Array, *,
-                   spec: Spec, layout: FlatLayout, amortise: bool,
+                   layout: FlatLayout, amortise: bool,
                    capacity: int) -> tuple[Array, Array]:
     """Probes ``start .. start + count - 1`` (keys ``fold_in(key, i)``; ``count`` traced, so
     one compiled program serves every round): ``z^T A z`` and ``basis @ z`` for each."""
-    flat, _, dtype = flat_operator(op, spec, layout, amortise)
+    flat, _, dtype = flat_operator(op, layout, amortise)
 
     def body(i: Array, acc: tuple[Array, Array]) -> tuple[Array, Array]:
         z = sampler(layout, dtype)(jax.random.fold_in(key, start + i))[0]
@@ -367,20 +258,18 @@ def _round_program(op: Any, key: Array, start: Array, count: Array, basis: Array
     return jax.lax.fori_loop(0, count, body, init)
 
 
-# --------------------------------------------------------------------------- public API
-
 def _setup(matvec: Any, like: PyTree, key: Any, mesh: Any,
-           linearize: bool | str) -> tuple[Any, Spec, FlatLayout, Array, bool]:
+           linearize: bool | str) -> tuple[Array, Any, dict[str, Any], Any]:
+    """The checked key, the hoisted operator, the programs' static arguments and the dtype."""
     check_tree(like, "like")
     key = check_key(key)
     op, layout, amortise = prepare(matvec, like, mesh=mesh, linearize=linearize)
-    return op, spec_of(like), layout, key, amortise
+    dtype = jnp.result_type(*(v.aval.dtype for v in op.func.jaxpr.invars))
+    return key, op, dict(layout=layout, amortise=amortise), dtype
 
 
-def _tol(tol: Any, spec: Spec, reorthogonalize: bool) -> float:
-    if tol is not None:
-        return check_fraction(tol, "tol")
-    return default_tol(jnp.result_type(*[d for _, d in spec[1]]), reorthogonalize)
+def _tol(tol: Any, dtype: Any, reorthogonalize: bool) -> float:
+    return default_tol(dtype, reorthogonalize) if tol is None else check_fraction(tol, "tol")
 
 
 def _chunk(batch_size: Any, num_probes: int, rows: int, layout: FlatLayout, dtype: Any,
@@ -391,12 +280,12 @@ def _chunk(batch_size: Any, num_probes: int, rows: int, layout: FlatLayout, dtyp
     if batch_size is not None:
         return check_int(batch_size, "batch_size", low=1)
     max_memory_bytes = check_int(max_memory_bytes, "max_memory_bytes", low=1)
-    devices = layout.mesh.devices.flat if layout.mesh is not None else jax.devices()[:1]
-    if next(iter(devices)).platform == "cpu":
+    mesh = layout.mesh
+    if (jax.devices()[0] if mesh is None else mesh.devices.flat[0]).platform == "cpu":
         return 1
-    n = 1 if layout.mesh is None else layout.mesh.size
-    per_probe = rows * (layout.padded // n) * np.dtype(dtype).itemsize
-    return int(max(1, min(num_probes, max_memory_bytes // max(per_probe, 1))))
+    per_probe = rows * (layout.padded // (1 if mesh is None else mesh.size))
+    return int(max(1, min(num_probes,
+                          max_memory_bytes // max(per_probe * np.dtype(dtype).itemsize, 1))))
 
 
 def _top_result(res: LanczosResult, y: PyTree, residual: Array, idx: Array) -> TopEigenpairs:
@@ -414,16 +303,13 @@ def top_eigenvalues(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: Ar
                     linearize: bool | str = "auto") -> TopEigenpairs:
     """Top-``k`` eigenpairs from one re-orthogonalised Lanczos run (SPEC 1.2, 1.3).
 
-    From a Rademacher vector drawn from ``key``; the Ritz pairs of ``T_m``
-    (``m = num_steps``, ``k <= m <= D``) ranked by algebraic value (largest first) or, with
-    ``by_magnitude=True``, by ``|theta|``. Extremal eigenvalues converge first; ``num_steps``
-    of a few times ``k`` is typical. ``.residuals`` are the true residual norms
-    ``||H y_k - theta_k y_k||_2`` (``k`` extra products, vmapped in chunks of ``batch_size``,
-    default all), the convergence certificate; ``.lanczos_residuals`` the free bounds
-    ``|beta_m s_{m,k}|``. All in one compiled program. ``matvec``: any function (its arrays
-    are hoisted; ``linearize`` as in :func:`hvp_operator`). ``offload_basis=True`` keeps the
-    basis in host memory; ``mesh`` (default: that of ``like``'s or the operator's arrays)
-    splits the vectors over its devices (``docs/scaling.md``).
+    The run starts from a Rademacher vector drawn from ``key``; the Ritz pairs of ``T_m``
+    (``m = num_steps``, ``k <= m <= D``; a few times ``k`` is typical) are ranked by value or,
+    with ``by_magnitude=True``, by ``|theta|``. ``.residuals`` (``k`` extra products, vmapped
+    in chunks of ``batch_size``, default all) certify convergence. ``matvec``: any function
+    (its arrays are hoisted; ``linearize`` as in :func:`hvp_operator`). ``offload_basis=True``
+    keeps the basis in host memory; ``mesh`` (default: that of ``like``'s or the operator's
+    arrays) splits the vectors over its devices (``docs/scaling.md``).
 
     Example:
         >>> op = lambda v: jnp.arange(1.0, 6.0) * v                 # diag(1, ..., 5)
@@ -435,16 +321,15 @@ def top_eigenvalues(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: Ar
         >>> bool(np.all(top.residuals < 1e-5))      # ||H y - theta y||: float32 rounding only
         True
     """
-    op, spec, layout, key, amortise = _setup(matvec, like, key, mesh, linearize)
-    num_steps = check_int(num_steps, "num_steps", low=1, high=layout.dim)
+    key, op, static, dtype = _setup(matvec, like, key, mesh, linearize)
+    num_steps = check_int(num_steps, "num_steps", low=1, high=static["layout"].dim)
     k = check_int(k, "k", low=1, high=num_steps)
     batch_size = k if batch_size is None else check_int(batch_size, "batch_size", low=1)
-    out = _top_program(op, jax.random.split(key, 1)[0], spec=spec, layout=layout,
-                       amortise=amortise, num_steps=num_steps,
-                       tol=_tol(tol, spec, True), k=k,
-                       by_magnitude=check_bool(by_magnitude, "by_magnitude"),
-                       batch_size=min(batch_size, k),
-                       offload=check_bool(offload_basis, "offload_basis"))
+    out = _lanczos_program(op, jax.random.split(key, 1), **static, num_steps=num_steps,
+                           top_steps=num_steps, tol=_tol(tol, dtype, True), k=k,
+                           by_magnitude=check_bool(by_magnitude, "by_magnitude"),
+                           batch_size=1, top_batch_size=min(batch_size, k),
+                           offload=check_bool(offload_basis, "offload_basis"))
     return _top_result(*out)
 
 
@@ -454,23 +339,19 @@ def hutchinson_trace(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: A
                      linearize: bool | str = "auto") -> TraceEstimate:
     """Hutchinson estimate ``tr H ~ (1/n) sum_l z_l^T H z_l``, Rademacher ``z_l`` (SPEC 1.3).
 
-    Probes run in vmapped chunks of ``batch_size`` (default as in :func:`slq`: one at a time
-    on CPU, memory-sized chunks on GPU/TPU). The standard error is the sample standard
-    deviation over probes divided by ``sqrt(num_probes)``. For far fewer products at the same
-    error on Hessians with outlying eigenvalues, use :func:`estimate_spectrum` (deflated).
-    ``matvec``, ``linearize`` and ``mesh``: as in :func:`top_eigenvalues`.
+    ``batch_size`` and ``max_memory_bytes`` as in :func:`slq`; ``matvec``, ``linearize`` and
+    ``mesh`` as in :func:`top_eigenvalues`. :func:`estimate_spectrum` (deflated) needs far
+    fewer products on Hessians with outlying eigenvalues.
 
     Example:
         >>> op = lambda v: jnp.arange(4.0) * v
         >>> hutchinson_trace(op, jnp.zeros(4), key=jax.random.key(0), num_probes=8).estimate
         6.0
     """
-    op, spec, layout, key, amortise = _setup(matvec, like, key, mesh, linearize)
+    key, op, static, dtype = _setup(matvec, like, key, mesh, linearize)
     num_probes = check_int(num_probes, "num_probes", low=1)
-    batch_size = _chunk(batch_size, num_probes, 4, layout,
-                        jnp.result_type(*[d for _, d in spec[1]]), max_memory_bytes)
-    samples = _trace_program(op, key, spec=spec, layout=layout, amortise=amortise,
-                             num_probes=num_probes, batch_size=batch_size)
+    batch_size = _chunk(batch_size, num_probes, 4, static["layout"], dtype, max_memory_bytes)
+    samples = _trace_program(op, key, **static, num_probes=num_probes, batch_size=batch_size)
     check_finite_result(samples, "matvec (Hutchinson)")
     s = np.asarray(samples, dtype=np.float64)
     return TraceEstimate(*_mean_stderr(s), s)
@@ -484,12 +365,10 @@ def slq(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: Array, num_pro
 
     ``num_probes`` Rademacher probes, each a ``num_steps``-step Lanczos run (re-orthogonalised
     unless ``reorthogonalize=False``), in one compiled program. Probes run in vmapped chunks
-    of ``batch_size``; by default on GPU/TPU the largest chunk whose Lanczos vectors fit in
-    ``max_memory_bytes`` per device (``(num_steps + 1) * D / n`` floats a probe, 4 vectors
-    without a basis), on CPU one probe at a time (XLA:CPU runs batched probes slower).
-    ``offload_basis=True`` keeps each probe's basis in host memory (probes one at a time:
-    ``batch_size`` None or 1). Returns the raw quadrature; ``.expect(f)`` gives
-    ``(1/D) sum_i f(lambda_i)`` (exact per probe for polynomials of degree ``< 2 m``).
+    of ``batch_size``; by default one at a time on CPU, and on GPU/TPU the largest chunk whose
+    Lanczos vectors fit in ``max_memory_bytes`` per device. ``offload_basis=True`` keeps each
+    probe's basis in host memory (``batch_size`` None or 1). ``.expect(f)`` of the result is
+    ``(1/D) sum_i f(lambda_i)``, exact per probe for polynomials of degree ``< 2 m``.
     ``matvec``, ``linearize`` and ``mesh``: as in :func:`top_eigenvalues`.
 
     Example:
@@ -502,7 +381,8 @@ def slq(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: Array, num_pro
         >>> round(q.expect(lambda x: x ** 2) * q.dim, 3)    # ||H||_F^2 = 1 + 4 + ... + 25
         55.0
     """
-    op, spec, layout, key, amortise = _setup(matvec, like, key, mesh, linearize)
+    key, op, static, dtype = _setup(matvec, like, key, mesh, linearize)
+    layout = static["layout"]
     num_probes = check_int(num_probes, "num_probes", low=1)
     num_steps = check_int(num_steps, "num_steps", low=1, high=layout.dim)
     reorthogonalize = check_bool(reorthogonalize, "reorthogonalize")
@@ -514,14 +394,11 @@ def slq(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: Array, num_pro
         raise ValueError("offload_basis=True runs the probes one at a time: batch_size must "
                          f"be None or 1, got {batch_size!r}")
     rows = (block_rows(num_steps) if offload_basis else num_steps + 1) + 4
-    dtype = jnp.result_type(*[d for _, d in spec[1]])
     chunk = _chunk(batch_size, num_probes, rows if reorthogonalize else 4, layout, dtype,
                    max_memory_bytes)
-    alphas, betas = _slq_program(op, key, spec=spec, layout=layout, amortise=amortise,
-                                 num_probes=num_probes,
-                                 num_steps=num_steps,
+    alphas, betas = _slq_program(op, key, **static, num_probes=num_probes, num_steps=num_steps,
                                  reortho="full" if reorthogonalize else "none",
-                                 tol=_tol(tol, spec, reorthogonalize), batch_size=chunk,
+                                 tol=_tol(tol, dtype, reorthogonalize), batch_size=chunk,
                                  offload=offload_basis)
     ritz = tridiagonal_eigh(alphas, betas)
     return SpectralQuadrature(ritz.values, ritz.weights, layout.dim)
@@ -539,20 +416,20 @@ def _deflated(first: LanczosResult, c: np.ndarray, plain: np.ndarray) -> np.ndar
     return np.sum(a) + plain - np.einsum("li,ij,lj->l", cq, t, cq) - 2 * b[-1] * d * cq[:, -1]
 
 
-def _cross_fitted(plain: np.ndarray, deflated: np.ndarray) -> tuple[float, float, np.ndarray]:
+def _cross_fitted(plain: np.ndarray, deflated: np.ndarray) -> TraceEstimate:
     """Mean and standard error, choosing per half of the probes the estimator whose sample
     variance is lower *on the other half* (the choice never sees the samples it averages, so
     the result stays unbiased). Fewer than 4 probes: the deflated samples."""
     n = plain.size
     if n < 4:
-        return (*_mean_stderr(deflated), deflated)
+        return TraceEstimate(*_mean_stderr(deflated), deflated)
     halves = (slice(0, n // 2), slice(n // 2, n))
     chosen = []
     for mine, other in (halves, halves[::-1]):
         better = np.var(deflated[other], ddof=1) <= np.var(plain[other], ddof=1)
         chosen.append((deflated if better else plain)[mine])
     (m1, s1), (m2, s2) = _mean_stderr(chosen[0]), _mean_stderr(chosen[1])
-    return 0.5 * (m1 + m2), 0.5 * float(np.hypot(s1, s2)), np.concatenate(chosen)
+    return TraceEstimate(0.5 * (m1 + m2), 0.5 * float(np.hypot(s1, s2)), np.concatenate(chosen))
 
 
 MIN_TRACE_SAMPLES = 16  # the adaptive trace never stops on a standard error from fewer
@@ -560,13 +437,9 @@ MIN_TRACE_SAMPLES = 16  # the adaptive trace never stops on a standard error fro
 
 def _more_probes(est: float, se: float, n: int, rtol: float) -> int:
     """Probes still needed for ``se <= rtol |est|`` (``se ~ 1/sqrt(n)``, 10% margin), and for
-    at least :data:`MIN_TRACE_SAMPLES` samples in all.
-
-    Stopping as soon as a standard error from a handful of samples happens to be small
-    would report it too small (about 3x on Gaussian samples that need ~100 probes; 1.5x
-    measured on an MLP Hessian); from 16 samples on, the reported error is the true one to
-    a few percent (benchmarks/RESULTS.md).
-    """
+    at least :data:`MIN_TRACE_SAMPLES` samples: a standard error from a handful of samples
+    that happens to be small is reported too small (about 3x on Gaussian samples; from 16
+    samples on it is right to a few percent, benchmarks/RESULTS.md)."""
     if n < MIN_TRACE_SAMPLES:
         return MIN_TRACE_SAMPLES - n
     if not (np.isfinite(se) and est != 0):
@@ -582,31 +455,24 @@ def estimate_spectrum(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: 
                       mesh: Any = None, linearize: bool | str = "auto") -> Spectrum:
     """Top eigenpairs, trace and spectral density in one pass of Lanczos runs (SPEC 1.2, 1.3).
 
-    ``num_probes`` Rademacher probes, each a re-orthogonalised Lanczos run: the first of
-    ``top_steps`` steps, the others of ``num_steps``, in one compiled program.
+    ``num_probes`` Rademacher probes, each a re-orthogonalised Lanczos run (the first of
+    ``top_steps`` steps, the others of ``num_steps``), in one compiled program.
 
-    - ``.top``: the top-``k`` Ritz pairs of the first run, with true residuals and the Lanczos
-      bounds (:class:`TopEigenpairs`, as :func:`top_eigenvalues`).
+    - ``.top``: the top-``k`` Ritz pairs of the first run (as :func:`top_eigenvalues`).
     - ``.trace``: every other run gives ``z^T H z = ||z||^2 alpha_1`` for free; while there
       are fewer than 16 samples or the standard error exceeds ``trace_rtol`` times the
-      estimate (``None``: no probes added), one compiled loop adds Hutchinson probes (one
-      product each, as many as the current variance predicts, at most
-      ``max_trace_probes``). The first run's basis ``Q``, drawn
-      independently of these probes, deflates them Hutch++-style at no extra product:
-      ``tr(Q^T H Q) + (P z)^T H (P z)`` with ``P = I - Q Q^T`` is unbiased for any ``Q`` and
-      has the variance of the un-deflated part only. Each half of the probes uses the
-      estimator (plain or deflated) whose sample variance is lower on the *other* half, so
-      the choice never sees the samples it averages. The reported standard error is honest:
-      the loop never stops on one estimated from fewer than 16 samples.
+      estimate (``None``: never), Hutchinson probes are added (one product each, at most
+      ``max_trace_probes``). The first run's basis ``Q`` deflates them Hutch++-style at no
+      extra product (``tr(Q^T H Q) + (P z)^T H (P z)``, ``P = I - Q Q^T``: unbiased); each
+      half of the probes uses the estimator, plain or deflated, whose sample variance is
+      lower on the *other* half.
     - ``.quadrature``: the :class:`SpectralQuadrature` of every run (rows of the shorter runs
       padded with zero-weight nodes).
 
-    Defaults: ``32 + 3 x 16 + k`` products for the top pair and the density, plus the trace
-    probes (one product each; 16 to 60 samples on the MLP Hessians of
-    benchmarks/RESULTS.md): the top eigenvalue of ordinary MLP Hessians to better than 1e-3
-    (relative; check ``.top.residuals``) and the trace to a 2% standard error.
-    ``matvec``, ``linearize``, ``mesh``, ``batch_size`` and ``max_memory_bytes``: as in
-    :func:`slq`.
+    The defaults cost ``32 + 3 x 16 + k`` products plus the trace probes, and give the top
+    eigenvalue of ordinary MLP Hessians to better than 1e-3 and the trace to a 2% standard
+    error (benchmarks/RESULTS.md). ``batch_size``, ``max_memory_bytes``, ``matvec``,
+    ``linearize`` and ``mesh``: as in :func:`slq`.
 
     Example:
         >>> d = jnp.concatenate([jnp.array([50.0, 20.0]), jnp.linspace(0.0, 1.0, 98)])
@@ -618,7 +484,8 @@ def estimate_spectrum(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: 
         >>> s.quadrature.nodes.shape
         (4, 32)
     """
-    op, spec, layout, key, amortise = _setup(matvec, like, key, mesh, linearize)
+    key, op, static, dtype = _setup(matvec, like, key, mesh, linearize)
+    layout = static["layout"]
     num_probes = check_int(num_probes, "num_probes", low=2)
     num_steps = check_int(num_steps, "num_steps", low=1, high=layout.dim)
     top_steps = check_int(top_steps, "top_steps", low=1, high=layout.dim)
@@ -626,31 +493,29 @@ def estimate_spectrum(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: 
     if trace_rtol is not None:
         trace_rtol = check_positive(trace_rtol, "trace_rtol")
     max_trace_probes = check_int(max_trace_probes, "max_trace_probes", low=1)
-    dtype = jnp.result_type(*[d for _, d in spec[1]])
     chunk = _chunk(batch_size, num_probes - 1, num_steps + 5, layout, dtype, max_memory_bytes)
     k_lanczos, k_trace = jax.random.split(key)
-    first, y, residual, idx, (alphas, betas, c) = _spectrum_program(
-        op, k_lanczos, spec=spec, layout=layout, amortise=amortise, num_probes=num_probes,
-        num_steps=num_steps,
-        top_steps=top_steps, tol=_tol(tol, spec, True), k=k,
-        by_magnitude=check_bool(by_magnitude, "by_magnitude"), batch_size=chunk)
+    first, y, residual, idx, (alphas, betas, c) = _lanczos_program(
+        op, jax.random.split(k_lanczos, num_probes), **static, num_steps=num_steps,
+        top_steps=top_steps, tol=_tol(tol, dtype, True), k=k,
+        by_magnitude=check_bool(by_magnitude, "by_magnitude"), batch_size=chunk,
+        top_batch_size=k, offload=False)
     top = _top_result(first, y, residual, idx)
     check_finite_result((alphas, betas, c), "matvec (Lanczos)")
     plain = layout.dim * np.asarray(alphas[:, 0], np.float64)  # z^T H z = ||z||^2 alpha_1
     c = np.asarray(c, np.float64)
-    done = 0
     while True:
         trace = _cross_fitted(plain, _deflated(first, c, plain))
+        done, (est, se) = plain.size - (num_probes - 1), trace[:2]
         if trace_rtol is None or done >= max_trace_probes or (
-                plain.size >= MIN_TRACE_SAMPLES and trace[1] <= trace_rtol * abs(trace[0])):
+                plain.size >= MIN_TRACE_SAMPLES and se <= trace_rtol * abs(est)):
             break
-        count = min(_more_probes(*trace[:2], plain.size, trace_rtol), max_trace_probes - done)
-        s, cs = _round_program(op, k_trace, done, count, first.basis, spec=spec,
-                               layout=layout, amortise=amortise, capacity=max_trace_probes)
+        count = min(_more_probes(est, se, plain.size, trace_rtol), max_trace_probes - done)
+        s, cs = _round_program(op, k_trace, done, count, first.basis, **static,
+                               capacity=max_trace_probes)
         check_finite_result(s[:count], "matvec (Hutchinson)")
         plain = np.concatenate([plain, np.asarray(s[:count], np.float64)])
         c = np.concatenate([c, np.asarray(cs[:count], np.float64)])
-        done += count
     width = max(num_steps, top_steps)
 
     def pad(x: Any, last: bool = True) -> np.ndarray:  # zero-weight nodes; cut the last beta
@@ -661,5 +526,4 @@ def estimate_spectrum(matvec: Callable[[PyTree], PyTree], like: PyTree, *, key: 
 
     ritz = tridiagonal_eigh(np.concatenate([pad(first.alphas), pad(alphas)]),
                             np.concatenate([pad(first.betas, False), pad(betas, False)]))
-    return Spectrum(top, TraceEstimate(*trace),
-                    SpectralQuadrature(ritz.values, ritz.weights, layout.dim))
+    return Spectrum(top, trace, SpectralQuadrature(ritz.values, ritz.weights, layout.dim))

@@ -1,13 +1,9 @@
 """Near-zero spectral mass (SPEC 1.3): the Hessian-row estimator and the SLQ weight near 0.
 
-The reference code of the first paper estimates the fraction of (near-)zero eigenvalues from
-the l1 norms of sampled Hessian rows: rows at ``num_rows`` (100) magnitude quantiles of the
-weights, a row with l1 norm below ``tol`` (1e-7) counting as a zero direction; it then adds
-that mass to the SLQ density as an atom at 0. Here the rows are ``H e_i`` (one HVP per row,
-vmapped), chosen reproducibly, and :func:`slq_zero_mass` gives the SLQ weight within
-``|lambda| < tol`` to compare with. On a mesh the rows are chosen by one jitted *global* sort
-of ``|w|``, the ``e_i`` are split over the devices like the Lanczos vectors, and the small
-results are replicated (every process of a multi-host run reads the same result).
+The reference code of the first paper counts Hessian rows ``H e_i`` (at ``num_rows`` magnitude
+quantiles of the weights) whose l1 norm is below ``tol`` as zero directions, and adds that
+mass to the SLQ density as an atom at 0 (:func:`add_zero_atom`); :func:`slq_zero_mass` is the
+SLQ weight within ``|lambda| < tol`` to compare with.
 """
 
 from __future__ import annotations
@@ -21,17 +17,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from prune_jax.curvature.hoist import prepare
+from prune_jax.curvature.hoist import compiled, flat_operator, prepare
 from prune_jax.curvature.layout import FlatLayout
-from prune_jax.curvature.spectrum import (
-    Estimate,
-    Spec,
-    SpectralQuadrature,
-    compiled,
-    flat_operator,
-    map_chunked,
-    spec_of,
-)
+from prune_jax.curvature.spectrum import Estimate, SpectralQuadrature, map_chunked
 from prune_jax.curvature.tridiag import check_finite_result
 from prune_jax.tree import Array, PyTree, constrain, ravel
 from prune_jax.validate import check_fraction, check_int, check_key, check_positive, check_tree
@@ -40,16 +28,9 @@ __all__ = ["RowZeroMass", "add_zero_atom", "hessian_row_zero_mass", "slq_zero_ma
 
 
 class RowZeroMass(NamedTuple):
-    """Hessian-row estimate of the zero-eigenvalue mass (SPEC 1.3).
-
-    Attributes:
-        fraction: fraction of sampled rows whose l1 norm is below ``tol`` (the estimated
-            fraction of eigenvalues at 0).
-        row_l1: ``(num_rows,)`` l1 norms ``||H e_i||_1`` of the sampled rows.
-        indices: ``(num_rows,)`` flat indices ``i`` (into ``ravel(params)``) of the rows.
-        magnitudes: ``(num_rows,)`` ``|w_i|`` of the sampled weights, ascending.
-        tol: the l1-norm threshold used.
-    """
+    """Hessian-row estimate of the zero-eigenvalue mass (SPEC 1.3): the ``fraction`` of
+    sampled rows with ``row_l1 = ||H e_i||_1 < tol``; ``indices`` (into ``ravel(params)``) and
+    ``magnitudes`` ``|w_i|`` (ascending) of the ``num_rows`` sampled weights."""
 
     fraction: float
     row_l1: np.ndarray
@@ -80,13 +61,14 @@ def _select_rows(params: PyTree, key: Array, *, num_rows: int, stratified: bool,
 
 
 @compiled
-def _row_l1(op: Any, indices: Array, *, spec: Spec, layout: FlatLayout, amortise: bool,
-            batch_size: int) -> Array:
-    flat, _, dtype = flat_operator(op, spec, layout, amortise)
+def hessian_rows(op: Any, indices: Array, *, layout: FlatLayout, amortise: bool,
+                 batch_size: int, l1: bool) -> Array:
+    """Rows ``H e_i`` (flat, padded; their l1 norms with ``l1``), vmapped in chunks."""
+    flat, _, dtype = flat_operator(op, layout, amortise)
 
     def one(i: Array) -> Array:
-        return jnp.sum(jnp.abs(flat(layout.constrain(jnp.zeros(layout.padded, dtype)
-                                                     .at[i].set(1)))))
+        row = flat(layout.constrain(jnp.zeros(layout.padded, dtype).at[i].set(1)))
+        return jnp.sum(jnp.abs(row)) if l1 else row
 
     return _replicated(map_chunked(one, indices, batch_size), layout.mesh)
 
@@ -97,14 +79,11 @@ def hessian_row_zero_mass(matvec: Callable[[PyTree], PyTree], params: PyTree, *,
                           linearize: bool | str = "auto") -> RowZeroMass:
     """Fraction of zero eigenvalues estimated from l1 norms of Hessian rows (SPEC 1.3).
 
-    Sorts ``|w|`` over all entries of ``params`` (the point where ``matvec`` is the Hessian)
-    and picks ``num_rows`` rows: with ``key=None`` the weights at the exact magnitude quantiles
-    ``0, 1/(num_rows-1), ..., 1`` (deterministic); with a ``key``, one uniformly drawn weight
-    inside each of ``num_rows`` equal-count magnitude bins (reproducible per key). Row ``i`` is
-    ``H e_i`` (one HVP; vmapped, chunked by ``batch_size``); rows with ``||H e_i||_1 < tol``
-    count as zero directions. Reference defaults: 100 rows, ``tol = 1e-7`` (absolute).
-    ``matvec``, ``linearize`` and ``mesh``: as in :func:`top_eigenvalues`; on a mesh the
-    result equals the one-device result (the same rows; row norms up to rounding).
+    Rows ``H e_i`` (one HVP each, in chunks of ``batch_size``) at ``num_rows`` weights of
+    ``params``, picked by ``|w|``: ``key=None``, the exact magnitude quantiles ``0, ..., 1``; a
+    ``key``, one uniform draw in each of ``num_rows`` equal-count magnitude bins. Rows with
+    ``||H e_i||_1 < tol`` count as zero directions. ``matvec``, ``linearize`` and ``mesh``: as
+    in :func:`top_eigenvalues`.
 
     Example:
         >>> loss = lambda p: jnp.sum(p[2:] ** 2)                    # H = diag(0, 0, 2, 2)
@@ -123,8 +102,8 @@ def hessian_row_zero_mass(matvec: Callable[[PyTree], PyTree], params: PyTree, *,
     batch_size = num_rows if batch_size is None else check_int(batch_size, "batch_size", low=1)
     idx, mags = _select_rows(params, key, num_rows=num_rows, stratified=stratified,
                              mesh=layout.mesh)
-    l1 = _row_l1(op, idx, spec=spec_of(params), layout=layout, amortise=amortise,
-                 batch_size=batch_size)
+    l1 = hessian_rows(op, idx, layout=layout, amortise=amortise, batch_size=batch_size,
+                      l1=True)
     check_finite_result(l1, "matvec (Hessian rows)")
     l1 = np.asarray(l1, dtype=np.float64)
     return RowZeroMass(float(np.mean(l1 < tol)), l1, np.asarray(idx), np.asarray(mags), tol)
@@ -137,10 +116,8 @@ def _check_quadrature(quadrature: Any) -> None:
 
 
 def slq_zero_mass(quadrature: SpectralQuadrature, *, tol: float) -> Estimate:
-    """SLQ weight within ``|lambda| < tol``: the quadrature of ``(1/D) #{i: |lambda_i| < tol}``.
-
-    Computed from the nodes and weights directly (SPEC 1.3), with its standard error across
-    probes; compare it with :func:`hessian_row_zero_mass`.
+    """SLQ weight within ``|lambda| < tol``, the quadrature of ``(1/D) #{i: |lambda_i| < tol}``
+    with its standard error across probes (SPEC 1.3).
 
     Example:
         >>> op = lambda v: jnp.array([0.0, 0.0, 1.0, 2.0]) * v      # half the mass at 0
@@ -157,9 +134,8 @@ def slq_zero_mass(quadrature: SpectralQuadrature, *, tol: float) -> Estimate:
 def add_zero_atom(quadrature: SpectralQuadrature, mass: float) -> SpectralQuadrature:
     """The reference code's correction: put ``mass`` at ``lambda = 0``, rescale the rest (SPEC 1.3).
 
-    Each probe gets one more node at 0 with weight ``mass``; its other weights are multiplied
-    by ``1 - mass`` (rows still sum to 1). ``mass`` is a fraction in ``[0, 1]``, e.g.
-    ``hessian_row_zero_mass(...).fraction``.
+    Each probe gets one more node at 0 with weight ``mass`` (in ``[0, 1]``, e.g.
+    ``hessian_row_zero_mass(...).fraction``); its other weights are scaled by ``1 - mass``.
 
     Example:
         >>> q = SpectralQuadrature(np.array([[1.0, 3.0]]), np.array([[0.5, 0.5]]), dim=4)

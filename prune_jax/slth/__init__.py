@@ -1,7 +1,7 @@
 """Structured vs unstructured pruning: the exponential-gap experiment (SPEC 4).
 
-Strong-lottery-ticket approximation of one bias-free ReLU neuron by pruning a random bias-free
-two-layer ReLU network. What each part GUARANTEES:
+Approximating one bias-free ReLU neuron by pruning a random bias-free two-layer ReLU network
+(strong lottery tickets). What each part GUARANTEES:
 
 * :mod:`~prune_jax.slth.networks` -- targets, nested pools, neuron and weight masks, forward.
 * :mod:`~prune_jax.slth.supnorm` -- sup error: EXACT in d = 2, a LOWER estimate in d > 2.
@@ -69,53 +69,14 @@ from prune_jax.slth.supnorm import (
     worst_points,
 )
 
-__all__ = [
-    "Candidates",
-    "CuttingPlanes",
-    "LPBound",
-    "MilpBound",
-    "Net",
-    "PensiaNetwork",
-    "PensiaTable",
-    "Pool",
-    "Subset",
-    "SubsetBatch",
-    "SubsetSum",
-    "SupEstimate",
-    "SupResult",
-    "SupSearch",
-    "SupermaskResult",
-    "SupermaskSearch",
-    "WeightMask",
-    "arc_maxima_2d",
-    "brute_force_2d",
-    "forward",
-    "local_search_2d",
-    "neuron_lp_bound",
-    "neuron_lp_bound_output_relu",
-    "neuron_milp_bound_2d",
-    "neuron_net",
-    "pensia_certificate",
-    "pensia_network",
-    "pensia_table",
-    "pool_prefix",
-    "random_subsets_2d",
-    "required_width",
-    "residual",
-    "rounded_subset",
-    "sample_pool",
-    "sample_sphere",
-    "sample_target",
-    "subset_errors_2d",
-    "subset_sum",
-    "subset_sum_brute_force",
-    "sup_error",
-    "sup_error_2d",
-    "sup_error_2d_batch",
-    "sup_error_grid_2d",
-    "sup_error_search",
-    "target",
-    "train_supermask",
-    "weight_net",
-    "worst_points",
-]
+__all__ = ["Candidates", "CuttingPlanes", "LPBound", "MilpBound", "Net", "PensiaNetwork",
+           "PensiaTable", "Pool", "Subset", "SubsetBatch", "SubsetSum", "SupEstimate", "SupResult",
+           "SupSearch", "SupermaskResult", "SupermaskSearch", "WeightMask", "arc_maxima_2d",
+           "brute_force_2d", "forward", "local_search_2d", "neuron_lp_bound",
+           "neuron_lp_bound_output_relu", "neuron_milp_bound_2d", "neuron_net",
+           "pensia_certificate", "pensia_network", "pensia_table", "pool_prefix",
+           "random_subsets_2d", "required_width", "residual", "rounded_subset", "sample_pool",
+           "sample_sphere", "sample_target", "subset_errors_2d", "subset_sum",
+           "subset_sum_brute_force", "sup_error", "sup_error_2d", "sup_error_2d_batch",
+           "sup_error_grid_2d", "sup_error_search", "target", "train_supermask", "weight_net",
+           "worst_points"]

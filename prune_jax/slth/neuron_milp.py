@@ -1,26 +1,17 @@
 """Neuron arm: the best subset by mixed-integer LP, a lower bound tighter than the LP (SPEC 4).
 
-On a finite point set ``x_k`` of the circle, the best neuron subset is a mixed-integer LP in
-``s in {0,1}^N`` (HiGHS, scipy's ``milp``); its optimum, or the solver's dual bound when a
-time limit stops it, is below every subset's sup error. Cutting planes add the worst points
-of each incumbent subset (EXACT in d = 2) until its sup error meets the bound: the incumbent
-is then a best subset and the bound is its error.
+On a finite point set ``x_k`` of the circle, with ``h = A s`` and a threshold ``eps0``::
 
-With the output ReLU, for a threshold ``eps0``::
+    T(eps0) = min_{s in {0,1}^N} max( max_k (h_k - f_k), max_{k: f_k > eps0} (f_k - h_k) )
 
-    T(eps0) = min_{s in {0,1}^N} max( max_k (h_k - f_k), max_{k: f_k > eps0} (f_k - h_k) ),
-
-with ``h = A s``, and every subset's error on the points is at least ``min(eps0, T(eps0))``:
-a subset with error ``E < eps0`` has ``relu(h_k) = h_k`` wherever ``f_k > eps0`` and
-``h_k <= relu(h_k) <= f_k + E`` everywhere, so its objective is at most ``E``. The threshold
-moves towards the crossing ``T(eps0) = eps0`` (bisection), one MILP per round. Without the
-output ReLU every point is two-sided and the bound is ``T``.
-
-Certification: the bound is HiGHS's MILP dual bound, deflated by the solver's feasibility
-tolerance (``1e-7`` per variable, N + 2 variables and rows of range <= 1, plus ``1e-6``
-relative); it is not recomputed from multipliers like the LP bounds of
-:mod:`prune_jax.slth.neuron_lp`. The tests check it against brute force over all subsets
-(N <= 12) and the sweep checks it against the subsets it finds.
+and every subset's error on the points is at least ``min(eps0, T(eps0))``: a subset with error
+``E < eps0`` has ``relu(h_k) = h_k`` wherever ``f_k > eps0`` and ``h_k <= f_k + E`` everywhere,
+so its objective is at most ``E``. ``eps0`` moves towards the crossing ``T(eps0) = eps0``
+(bisection), one MILP (HiGHS) per round; without the output ReLU every point is two-sided and
+the bound is ``T``. Cutting planes add the worst points of each incumbent (EXACT in d = 2) until
+its sup error meets the bound: it is then a best subset. The bound is HiGHS's dual bound
+deflated by the solver's tolerances, not recomputed from multipliers like the LP bounds of
+:mod:`prune_jax.slth.neuron_lp`; the tests check it against brute force over all subsets.
 """
 
 from __future__ import annotations
@@ -44,13 +35,9 @@ _RELATIVE = 1e-6  # relative deflation of the dual bound
 
 
 class MilpBound(NamedTuple):
-    """Result of :func:`neuron_milp_bound_2d`.
-
-    ``lower``: lower bound on the sup error of every subset (HiGHS dual bound, deflated).
-    ``subset``: the best subset met (its error is EXACT: an upper bound on the optimum).
-    ``optimal``: ``subset.error`` meets ``lower``, so ``subset`` is a best subset.
-    ``points``: the final cut set; ``rounds``: MILPs solved.
-    """
+    """Result of :func:`neuron_milp_bound_2d`: ``lower`` bounds every subset's sup error (HiGHS
+    dual bound, deflated); ``subset`` is the best subset met (EXACT error), a best subset when
+    ``optimal`` (its error meets ``lower``); ``points``: the final cut set; ``rounds``: MILPs."""
 
     lower: float
     subset: Subset
@@ -59,16 +46,13 @@ class MilpBound(NamedTuple):
     rounds: int
 
 
-class _Solve(NamedTuple):
-    bound: float  # lower bound on the MILP optimum (deflated dual bound)
-    keep: np.ndarray | None  # incumbent subset (None if HiGHS found none)
-    value: float  # incumbent's objective on the points
-
-
-def _solve(a: np.ndarray, f: np.ndarray, two_sided: np.ndarray, time_limit: float) -> _Solve:
+def _solve(a: np.ndarray, f: np.ndarray, two_sided: np.ndarray, time_limit: float
+           ) -> tuple[float, np.ndarray | None, float]:
     """``min t`` over ``s in {0,1}^N, t in [0, 1]``: ``h - t <= f``; ``f - h <= t`` if two-sided.
 
-    ``t <= 1`` loses nothing: ``s = 0`` has objective ``<= max f <= 1`` on unit points.
+    Returns a lower bound on the optimum (the deflated dual bound), the incumbent subset (None
+    if HiGHS found none) and its objective. ``t <= 1`` loses nothing: ``s = 0`` has objective
+    ``<= max f <= 1`` on unit points.
     """
     n = a.shape[1]
     ones = np.ones((a.shape[0], 1))
@@ -82,20 +66,8 @@ def _solve(a: np.ndarray, f: np.ndarray, two_sided: np.ndarray, time_limit: floa
         raise RuntimeError(f"HiGHS MILP failed: {res.message}")
     bound = max(0.0, dual * (1.0 - _RELATIVE) - _TOLERANCE * (n + 2))
     if res.x is None:
-        return _Solve(bound, None, np.inf)
-    return _Solve(bound, np.round(res.x[:n]).astype(bool), float(res.x[-1]))
-
-
-def _bracket(eps0: float, sol: _Solve, lo: float, hi: float) -> tuple[float, float]:
-    """Bracket ``[lo, hi]`` of the crossing ``T(eps0) = eps0`` after a solve at ``eps0``.
-
-    ``sol.bound <= T(eps0) <= sol.value`` and ``T`` is non-increasing, so ``bound >= eps0``
-    puts the crossing in ``[eps0, value]``, and otherwise (taking the bound as ``T``) in
-    ``[bound, eps0]``.
-    """
-    if sol.bound >= eps0:
-        return max(lo, eps0), min(hi, sol.value)
-    return max(lo, sol.bound), min(hi, eps0)
+        return bound, None, np.inf
+    return bound, np.round(res.x[:n]).astype(bool), float(res.x[-1])
 
 
 def neuron_milp_bound_2d(w_star: object, pool: Pool, output_relu: bool = False,
@@ -120,60 +92,58 @@ def neuron_milp_bound_2d(w_star: object, pool: Pool, output_relu: bool = False,
     >>> res.optimal, round(res.lower, 4), round(res.subset.error, 4), round(best.error, 4)
     (True, 0.1546, 0.1546, 0.1546)
     """
-    cuts = CuttingPlanes() if cuts is None else cuts
+    cuts = cuts or CuttingPlanes()
     w_star = np.asarray(w_star, np.float64)
     check_shape(w_star, (2,), "w_star (d = 2 only)")
     time_limit = check_positive(time_limit, "time_limit")
     pool = Pool(np.asarray(pool.w, np.float64), np.asarray(pool.alpha, np.float64))
     n = pool.w.shape[0]
-    first = (local_search_2d(w_star, pool, None, output_relu) if start is None else
-             _subset(w_star, pool, start, output_relu))
-    best, lower, rounds = first, 0.0, 0
+    if start is None:
+        best = local_search_2d(w_star, pool, None, output_relu)
+    else:
+        keep = np.asarray(start, bool)
+        check_shape(keep, (n,), "start")
+        best = Subset(keep, float(subset_errors_2d(w_star, pool, keep[None], output_relu)[0]), True)
     points = initial_points(jax.random.key(0), w_star, pool, cuts.initial_points)
-    eps0, lo, hi = best.error, 0.0, best.error
+    lower, rounds, eps0, lo, hi = 0.0, 0, best.error, 0.0, best.error
+
+    def sides(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # f, two-sided at current eps0
+        f = np.maximum(x @ w_star, 0.0)
+        return f, (f > eps0 if output_relu else np.ones(f.shape, bool))
+
     while rounds < cuts.max_rounds and best.error > lower * (1 + cuts.rtol) + cuts.atol:
         rounds += 1
-        f = np.maximum(points @ w_star, 0.0)
-        two_sided = f > eps0 if output_relu else np.ones(f.shape, bool)
-        sol = _solve(features(pool, points), f, two_sided, time_limit)
-        lower = max(lower, min(eps0, sol.bound) if output_relu else sol.bound)
+        bound, incumbent, value = _solve(features(pool, points), *sides(points), time_limit)
+        lower = max(lower, min(eps0, bound) if output_relu else bound)
         added = 0
-        if sol.keep is not None:
+        if incumbent is not None:
             with jax.enable_x64(True):
-                worst = worst_points(jax.random.key(0), w_star, neuron_net(pool, sol.keep),
+                worst = worst_points(jax.random.key(0), w_star, neuron_net(pool, incumbent),
                                      output_relu, max(cuts.points_per_round, n // 2))
             if worst.values[0] < best.error:
-                best = Subset(sol.keep, float(worst.values[0]), True)
-            new = _violated(pool, w_star, sol, worst.points, eps0 if output_relu else -1.0,
-                            sol.value * cuts.rtol + cuts.atol)
+                best = Subset(incumbent, float(worst.values[0]), True)
+            # cut at the worst points where the incumbent exceeds its objective on the points
+            x = worst.points
+            (f, two_sided), h = sides(x), features(pool, x) @ incumbent
+            excess = np.maximum(h - f, np.where(two_sided, f - h, -np.inf))
+            new = x[excess > value + (value * cuts.rtol + cuts.atol)]
             points, added = np.concatenate([points, new]), len(new)
         if not output_relu:
             if added == 0:
                 break
             continue
-        lo, hi = _bracket(eps0, sol, lo, min(hi, best.error))
+        # bound <= T(eps0) <= value and T is non-increasing: the crossing T = eps0 lies
+        # in [eps0, value] if bound >= eps0, else (taking the bound as T) in [bound, eps0]
+        hi = min(hi, best.error)
+        lo, hi = ((max(lo, eps0), min(hi, value)) if bound >= eps0 else
+                  (max(lo, bound), min(hi, eps0)))
         if added:  # more points can only raise T: of the upper ends only the subset's holds
             hi = best.error
-            if sol.bound < eps0:
+            if bound < eps0:
                 continue  # the same threshold again, on more points
         if hi <= lo * (1 + cuts.bisection_rtol):
             break
         eps0 = float(np.sqrt(max(lo, hi / 64) * hi))
     optimal = best.error <= lower * (1 + cuts.rtol) + cuts.atol
     return MilpBound(lower, best, bool(optimal), points, rounds)
-
-
-def _violated(pool: Pool, w_star: np.ndarray, sol: _Solve, x: np.ndarray, eps0: float,
-              slack: float) -> np.ndarray:
-    """The points ``x`` where the incumbent exceeds its objective ``sol.value`` by > ``slack``."""
-    f = np.maximum(x @ w_star, 0.0)
-    h = features(pool, x) @ sol.keep
-    excess = np.maximum(h - f, np.where(f > eps0, f - h, -np.inf))
-    return x[excess > sol.value + slack]
-
-
-def _subset(w_star: np.ndarray, pool: Pool, keep: object, output_relu: bool) -> Subset:
-    keep = np.asarray(keep, bool)
-    check_shape(keep, (pool.w.shape[0],), "start")
-    return Subset(keep, float(subset_errors_2d(w_star, pool, keep[None], output_relu)[0]), True)
 

@@ -1,23 +1,16 @@
 """Weight arm: the Pensia et al. (2020) subset-sum construction and its certificate (SPEC 4).
 
-Unit ``i`` of the pool keeps only input coordinate ``j = i mod d``. Since
-``relu(w x) = w relu(x)`` for ``w > 0`` and ``|w| relu(-x)`` for ``w < 0``, the kept units of
-coordinate ``j`` compute ``S+_j relu(x_j) + S-_j relu(-x_j)`` with ``S+_j`` a subset sum of
-``alpha_i w_ij`` (units with ``w_ij > 0``) and ``S-_j`` one of ``alpha_i |w_ij|`` (``w_ij < 0``).
-Choosing ``S+_j ~ w*_j`` and ``S-_j ~ -w*_j`` by exact subset sum gives ``h(x) ~ <w*, x>``, and the
-output ReLU turns it into the target neuron. Certificate (a CERTIFIED UPPER bound on the sup
-error of the constructed network over the unit ball)::
+Unit ``i`` keeps only input coordinate ``j = i mod d``. Since ``relu(w x) = w relu(x)`` for
+``w > 0`` and ``|w| relu(-x)`` for ``w < 0``, the kept units of coordinate ``j`` compute
+``S+_j relu(x_j) + S-_j relu(-x_j)``, with exact subset sums ``S+_j ~ w*_j`` of
+``alpha_i w_ij`` (``w_ij > 0``) and ``S-_j ~ -w*_j`` of ``alpha_i |w_ij|`` (``w_ij < 0``). The
+output ReLU is 1-Lipschitz, so a CERTIFIED UPPER bound on the sup error over the unit ball is::
 
     |relu(<w*, x>) - relu(h(x))| <= |<w*, x> - h(x)| <= sum_j m_j |x_j| <= ||m||_2,
-    m_j = max(|S+_j - w*_j|, |S-_j + w*_j|),
+    m_j = max(|S+_j - w*_j|, |S-_j + w*_j|).
 
-because the output ReLU is 1-Lipschitz. The reported bound is inflated by 1e-12 (relative and
-absolute) to cover float64 rounding: a measured error can tie the bound exactly (in d = 2 the
-worst point can be a coordinate axis), and then both sides carry ~1e-16 rounding.
-
-Units are taken in pool order, so the subset sums for the first ``N`` units use each group's
-first ``k_g(N)`` members: one table of exact solutions for ``k = 0..max_items`` gives the
-certificate for every width ``N``.
+Units are taken in pool order: one table of exact solutions over each group's first ``k``
+members, ``k = 0..max_items``, gives the certificate for every width ``N``.
 """
 
 from __future__ import annotations
@@ -30,17 +23,13 @@ from prune_jax.slth.networks import Pool, WeightMask
 from prune_jax.slth.subset_sum import subset_sum
 from prune_jax.validate import check_int, check_positive, check_shape
 
-__all__ = [
-    "PensiaNetwork",
-    "PensiaTable",
-    "pensia_certificate",
-    "pensia_network",
-    "pensia_table",
-    "required_width",
-]
+__all__ = ["PensiaNetwork", "PensiaTable", "pensia_certificate", "pensia_network", "pensia_table",
+           "required_width"]
 
 _BUCKET = 4  # instances are zero-padded to a multiple of this: fewer compiled shapes
-_ROUNDING = 1e-12  # relative and absolute slack covering float64 rounding
+# Relative and absolute slack on the bound for float64 rounding: a measured error can tie the
+# bound exactly (in d = 2 the worst point can be a coordinate axis).
+_ROUNDING = 1e-12
 
 
 class PensiaTable(NamedTuple):
@@ -66,32 +55,19 @@ class PensiaNetwork(NamedTuple):
     width: int
 
 
-def _groups(w_star: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group of every unit, its item value and each group's target."""
-    p, d = w.shape
-    coord = np.arange(p) % d
-    w_ij = w[np.arange(p), coord]
-    negative = w_ij < 0
-    group = 2 * coord + negative
-    targets = np.stack([w_star, -w_star], axis=1).ravel()  # g = 2 j + sign
-    return group, np.abs(w_ij), targets
-
-
 def pensia_table(w_star: object, pool: Pool, max_items: int = 32) -> PensiaTable:
-    """Exact meet-in-the-middle subset sums for every group and prefix ``k <= max_items``.
-
-    The subset sums are EXACT (float64); ``k`` runs up to ``min(max_items, group size)``.
-    SPEC 4.
-    """
+    """EXACT (float64) subset sums for every group and prefix ``k <= max_items`` (SPEC 4)."""
     w_star = np.asarray(w_star, np.float64)
-    w = np.asarray(pool.w, np.float64)
-    alpha = np.asarray(pool.alpha, np.float64)
+    w, alpha = np.asarray(pool.w, np.float64), np.asarray(pool.alpha, np.float64)
     d = check_int(w_star.shape[0] if w_star.ndim == 1 else -1, "d (len(w_star))", low=2)
     check_shape(w, (None, d), "pool.w")
     check_shape(alpha, (w.shape[0],), "pool.alpha")
     max_items = check_int(max_items, "max_items", low=1, high=44)
-    group, magnitude, targets = _groups(w_star, w)
-    values = alpha * magnitude  # alpha_i w_ij for w_ij > 0, alpha_i |w_ij| for w_ij < 0
+    coord = np.arange(w.shape[0]) % d  # unit i keeps input coordinate i mod d
+    w_ij = w[np.arange(w.shape[0]), coord]
+    group = 2 * coord + (w_ij < 0)
+    targets = np.stack([w_star, -w_star], axis=1).ravel()  # group 2 j + sign
+    values = alpha * np.abs(w_ij)  # alpha_i w_ij for w_ij > 0, alpha_i |w_ij| for w_ij < 0
     n_groups = 2 * d
     members = np.full((n_groups, max_items), -1, np.int64)
     for g in range(n_groups):
@@ -117,12 +93,8 @@ def pensia_table(w_star: object, pool: Pool, max_items: int = 32) -> PensiaTable
 
 
 def pensia_certificate(table: PensiaTable) -> np.ndarray:
-    """CERTIFIED UPPER bound ``||m||_2`` on the sup error for every width ``N = 0..P``.
-
-    A group with more than ``max_items`` members among the first ``N`` units uses its first
-    ``max_items`` (the others are pruned): still a valid construction, just not the best.
-    SPEC 4.
-    """
+    """CERTIFIED UPPER bound ``||m||_2`` on the sup error for every width ``N = 0..P`` (a group
+    with more than ``max_items`` members uses its first ``max_items``: still valid)."""
     k = np.minimum(table.counts, table.chosen.shape[-1])
     res = np.abs(np.take_along_axis(table.residual, k.T, axis=1)).T  # (P+1, G)
     m = np.maximum(res[:, 0::2], res[:, 1::2])
@@ -130,27 +102,22 @@ def pensia_certificate(table: PensiaTable) -> np.ndarray:
 
 
 def pensia_network(table: PensiaTable, width: int) -> PensiaNetwork:
-    """The constructed weight mask over the first ``width`` units, with its certificate. SPEC 4."""
-    n_units = table.counts.shape[0] - 1
-    width = check_int(width, "width", low=1, high=n_units)
-    cert = float(pensia_certificate(table)[width])
-    n_groups = table.members.shape[0]
-    d = n_groups // 2
+    """The constructed weight mask over the first ``width`` units, with its certificate."""
+    width = check_int(width, "width", low=1, high=table.counts.shape[0] - 1)
+    n_groups, d = table.members.shape[0], table.members.shape[0] // 2
     k = np.minimum(table.counts[width], table.chosen.shape[-1])
-    kept = table.chosen[np.arange(n_groups), k]  # (G, max_items)
-    units = table.members[kept]
+    units = table.members[table.chosen[np.arange(n_groups), k]]  # the kept members
     hidden = np.zeros((width, d), bool)
     hidden[units, units % d] = True
+    cert = float(pensia_certificate(table)[width])
     return PensiaNetwork(WeightMask(hidden, hidden.any(axis=1)), cert, width)
 
 
 def required_width(curve: np.ndarray, eps: float, widths: np.ndarray | None = None) -> int | None:
     """Smallest width whose error bound is ``<= eps`` (None when no width of ``curve`` reaches it).
 
-    ``curve[i]`` is a bound for width ``widths[i]`` (default ``widths[i] = i``), non-increasing
-    in the width (nested pools). For the certificate this is a CERTIFIED UPPER bound on the
-    smallest width that weight pruning needs.
-    SPEC 4.
+    ``curve[i]`` bounds the error at width ``widths[i]`` (default ``i``). For the certificate this
+    is a CERTIFIED UPPER bound on the smallest width that weight pruning needs.
     """
     check_positive(eps, "eps")
     curve = np.asarray(curve)

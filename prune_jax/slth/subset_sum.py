@@ -1,10 +1,8 @@
 """Exact subset sum by meet-in-the-middle, float64, vectorised with JAX (SPEC 4, weight arm).
 
-``min_S |sum_{i in S} values_i - target|`` over all 2^n subsets: enumerate the 2^(n/2) sums of
-each half, sort one half, and for every sum of the other half look up the nearest complement
-with ``searchsorted`` (the two neighbours of the insertion point). The answer is EXACT, up to
-float64 rounding of the sums (about n * 1e-16 relative). Batches of instances of equal length
-run as one ``vmap``.
+``min_S |sum_{i in S} values_i - target|``: enumerate the 2^(n/2) sums of each half, sort one
+half, and for every sum of the other look up the nearest complement with ``searchsorted`` (the
+two neighbours of the insertion point). EXACT up to float64 rounding of the sums.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune_jax.slth._shapes import pad_axis
 from prune_jax.tree import Array
 from prune_jax.validate import check_int
 
@@ -23,9 +20,6 @@ __all__ = ["MAX_ITEMS", "SubsetSum", "subset_sum", "subset_sum_brute_force"]
 
 MAX_ITEMS = 44
 """Default largest instance: 2^22 sums per half (32 MiB of float64 each)."""
-
-_BRUTE_FORCE_MAX = 24
-
 
 class SubsetSum(NamedTuple):
     """Best subset: ``residual = sum(values[chosen]) - target`` (signed); ``chosen`` (..., n)."""
@@ -37,8 +31,6 @@ class SubsetSum(NamedTuple):
 def _subset_sums(values: Array) -> Array:
     """All 2^m subset sums; bit i of the index says whether item i is in the subset."""
     index = jnp.arange(2 ** values.shape[0])
-    if values.shape[0] == 0:
-        return jnp.zeros((1,), values.dtype)
     add_item = lambda i, sums: sums + ((index >> i) & 1) * values[i]
     return jax.lax.fori_loop(0, values.shape[0], add_item, jnp.zeros(index.shape, values.dtype))
 
@@ -81,11 +73,10 @@ def _as_instances(values: object, target: object) -> tuple[np.ndarray, np.ndarra
 
 
 def subset_sum(values: object, target: object, *, max_items: int = MAX_ITEMS) -> SubsetSum:
-    """EXACT closest subset sum by meet-in-the-middle in float64 (SPEC 4, weight arm).
+    """EXACT closest subset sum by meet-in-the-middle in float64 (x64 enabled locally).
 
-    ``values`` (..., n) and ``target`` (...) describe a batch of independent instances. Runs in
-    float64 (JAX x64 enabled locally) whatever the global setting. Raises when ``n`` exceeds
-    ``max_items``: the enumeration holds 2^(n/2) sums per half.
+    ``values`` (..., n) and ``target`` (...) are a batch of independent instances; ``n`` is
+    limited to ``max_items`` (the enumeration holds 2^(n/2) sums per half).
     """
     values, target = _as_instances(values, target)
     n = values.shape[-1]
@@ -101,26 +92,21 @@ def subset_sum(values: object, target: object, *, max_items: int = MAX_ITEMS) ->
     flat_v, flat_t = values.reshape(-1, n), target.reshape(-1)
     b = flat_t.size
     size = -(-b // _CHUNK) * _CHUNK
-    flat_v = pad_axis(pad_axis(flat_v, -(-n // 4) * 4, axis=1), size, axis=0)
-    flat_t = pad_axis(flat_t, size)
+    flat_v = np.pad(flat_v, ((0, size - b), (0, -(-n // 4) * 4 - n)))
+    flat_t = np.pad(flat_t, (0, size - b))
     with jax.enable_x64(True):
-        parts = [_mitm_batched(jnp.asarray(v), jnp.asarray(t)) for v, t in
-                 zip(np.split(flat_v, size // _CHUNK), np.split(flat_t, size // _CHUNK),
-                     strict=True)]
-    residual = np.concatenate([np.asarray(r) for r, _ in parts])
-    chosen = np.concatenate([np.asarray(c) for _, c in parts])
+        parts = [_mitm_batched(jnp.asarray(flat_v[i:i + _CHUNK]), jnp.asarray(flat_t[i:i + _CHUNK]))
+                 for i in range(0, size, _CHUNK)]
+    residual, chosen = (np.concatenate([np.asarray(part[j]) for part in parts]) for j in (0, 1))
     return SubsetSum(residual[:b].reshape(batch), chosen[:b, :n].reshape(*batch, n))
 
 
 def subset_sum_brute_force(values: object, target: object) -> SubsetSum:
-    """Reference: EXACT closest subset sum by enumerating all 2^n subsets (numpy, n <= 24).
-
-    SPEC 4.
-    """
+    """Reference: EXACT closest subset sum by enumerating all 2^n subsets (numpy, n <= 24)."""
     values, target = _as_instances(values, target)
     n = values.shape[-1]
-    if n > _BRUTE_FORCE_MAX:
-        raise ValueError(f"values has {n} items; brute force is limited to {_BRUTE_FORCE_MAX}")
+    if n > 24:
+        raise ValueError(f"values has {n} items; brute force is limited to 24")
     bits = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
     sums = values @ bits.T.astype(np.float64)  # (..., 2^n)
     best = np.argmin(np.abs(sums - target[..., None]), axis=-1)

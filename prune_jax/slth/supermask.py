@@ -1,17 +1,14 @@
 """ILLUSTRATION ONLY: a practical gradient supermask search (edge-popup style; SPEC 4).
 
-Scores ``z`` per kept item (per unit for neuron masks; per hidden weight and per output weight
-for weight masks). The forward pass uses the hard mask ``m = 1[z > 0]`` (or the top ``density``
-fraction of scores, as in edge-popup); the backward pass treats ``m`` as ``z`` (straight-through
-estimator: ``m = hard(z) + z - stop_gradient(z)``). The loss is the mean squared error on fresh
-uniform sphere samples each step, optimised with optax. With the output ReLU the loss acts on
-the pre-activation ``h`` (``(f - h)^2`` where ``f > 0``, ``relu(h)^2`` elsewhere: equal to
+Scores ``z`` per unit (neuron masks) or per hidden and output weight (weight masks). The
+forward pass uses the hard mask ``1[z > 0]`` (or the top ``density`` fraction of scores); the
+backward pass is straight-through (``m = hard(z) + z - stop_gradient(z)``). The loss is the
+mean squared error on fresh sphere samples, optimised with optax. With the output ReLU it acts
+on the pre-activation ``h`` (``(f - h)^2`` where ``f > 0``, ``relu(h)^2`` elsewhere: equal to
 ``(f - relu(h))^2`` except where ``f > 0 > h``), because a dead output ReLU has no gradient.
 
-This is an illustration of what a practical algorithm finds, NOT an instrument for the
-existence question: it GUARANTEES nothing about the best mask. Its masks are feasible, so
-their sup errors are achievable errors, but they are typically far above the subset-sum
-construction (SPEC 4 reports sup errors of 0.2 to 3).
+It GUARANTEES nothing about the best mask: its masks are feasible (achievable errors), but
+typically far above the subset-sum construction.
 """
 
 from __future__ import annotations
@@ -76,12 +73,6 @@ def _masks(scores: dict[str, Array], density: float | None,
     return jax.tree.map(lambda h, z: h + z - jax.lax.stop_gradient(z), hard, scores)
 
 
-def _net(pool: Pool, masks: dict[str, Array]) -> Net:
-    if "unit" in masks:  # neuron mask
-        return Net(pool.w, masks["unit"] * pool.alpha)
-    return Net(masks["hidden"] * pool.w, masks["output"] * pool.alpha)
-
-
 @partial(jax.jit, static_argnames="search")
 def _train(key: Array, w_star: Array, pool: Pool, search: SupermaskSearch
            ) -> tuple[dict[str, Array], Array]:
@@ -93,7 +84,9 @@ def _train(key: Array, w_star: Array, pool: Pool, search: SupermaskSearch
     optimizer = optax.adam(search.learning_rate)
 
     def loss_fn(scores: dict[str, Array], x: Array) -> Array:
-        net = _net(pool, _masks(scores, search.density, straight_through=True))
+        m = _masks(scores, search.density, straight_through=True)
+        net = (Net(pool.w, m["unit"] * pool.alpha) if "unit" in m else  # neuron mask
+               Net(m["hidden"] * pool.w, m["output"] * pool.alpha))
         if not search.output_relu:
             return jnp.mean(residual(w_star, net, x) ** 2)
         f, h = jax.nn.relu(x @ w_star), forward(net, x)
@@ -115,12 +108,9 @@ def _train(key: Array, w_star: Array, pool: Pool, search: SupermaskSearch
 
 def train_supermask(key: Array, w_star: Array, pool: Pool,
                     search: SupermaskSearch = SupermaskSearch()) -> SupermaskResult:
-    """Edge-popup style supermask search over ``pool`` (ILLUSTRATION; guarantees nothing).
-
-    Returns the hard mask as a :class:`WeightMask` (evaluate it with ``weight_net`` and
-    :func:`prune_jax.slth.supnorm.sup_error`) and the training losses (steps,).
-    SPEC 4.
-    """
+    """Edge-popup style supermask search over ``pool`` (ILLUSTRATION; guarantees nothing): the
+    hard mask (evaluate it with ``weight_net`` and :func:`~prune_jax.slth.supnorm.sup_error`)
+    and the training losses (steps,)."""
     check_shape(w_star, (None,), "w_star")
     check_shape(pool.w, (None, jnp.shape(w_star)[0]), "pool.w")
     check_shape(pool.alpha, (pool.w.shape[0],), "pool.alpha")

@@ -10,10 +10,9 @@ over the unit sphere. What each estimator GUARANTEES:
 * :func:`sup_error_grid_2d` -- LOWER estimate (a uniform grid of angles); below the exact value
   by at most ``Lipschitz * pi / n_points``.
 * :func:`sup_error_search` -- LOWER estimate in any d: dense sphere samples, the exact maximum
-  on every coordinate-pair great circle (the input families of the paper's proof; the 2-d
-  algorithm applies to the plane's projection), refined by monotone projected ascent.
-  Every reported value is attained at a reported point of the sphere, so it never exceeds
-  the true sup; it can be below it.
+  on every coordinate-pair great circle (the input families of the paper's proof), refined by
+  monotone projected ascent. Every value is attained at a reported point, so it never exceeds
+  the true sup.
 
 Upper bounds on the sup in d > 2 come only from analytic certificates (``prune_jax.slth.pensia``).
 """
@@ -29,26 +28,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prune_jax.slth._shapes import bucket, pad_axis
 from prune_jax.slth.networks import Net, residual
 from prune_jax.tree import Array
 from prune_jax.validate import check_int, check_shape
 
-__all__ = [
-    "Candidates",
-    "SupEstimate",
-    "SupResult",
-    "SupSearch",
-    "arc_maxima_2d",
-    "sup_error",
-    "sup_error_2d",
-    "sup_error_2d_batch",
-    "sup_error_grid_2d",
-    "sup_error_search",
-    "worst_points",
-]
+__all__ = ["Candidates", "SupEstimate", "SupResult", "SupSearch", "arc_maxima_2d", "sup_error",
+           "sup_error_2d", "sup_error_2d_batch", "sup_error_grid_2d", "sup_error_search",
+           "worst_points"]
 
 _TWO_PI = 2.0 * np.pi
+_CHUNK = 16  # networks per call of the batched kernel: one compiled shape per width bucket
+_ANGLES = 0.5 * 0.4 ** np.arange(12)  # geodesic step lengths tried per ascent step
 
 
 class SupResult(NamedTuple):
@@ -86,6 +76,11 @@ class SupSearch:
         check_int(self.n_samples, "n_samples", low=1)
         check_int(self.ascent_starts, "ascent_starts", low=1)
         check_int(self.ascent_steps, "ascent_steps", low=0)
+
+
+def bucket(n: int, smallest: int = 8) -> int:
+    """Next power of two >= max(n, smallest): padded sizes keep the compiled shapes few."""
+    return max(smallest, 1 << (int(n) - 1).bit_length())
 
 
 def _unit(theta: Array) -> Array:
@@ -131,21 +126,18 @@ def _arc_maxima(w_star: Array, u: Array, c: Array, output_relu: bool) -> tuple[A
     return values.ravel(), angles.ravel()
 
 
-def _check_net(w_star: Array, net: Net, d: int | None = None) -> None:
-    check_shape(w_star, (d,), "w_star")
-    dim = np.shape(w_star)[0]
-    check_int(dim, "d (len(w_star))", low=2)
-    check_shape(net.u, (None, dim), "net.u")
-    check_shape(net.c, (np.shape(net.u)[0],), "net.c")
-
-
 def _prepared(w_star: Array, net: Net, d: int | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate, then pad with zero units on the host (``u = 0``, ``c = 0`` change no value):
     the jitted kernels see a few bucketed widths instead of one shape per width."""
-    _check_net(w_star, net, d)
-    size = bucket(np.shape(net.u)[0], smallest=16)
-    return np.asarray(w_star), pad_axis(net.u, size), pad_axis(net.c, size)
+    check_shape(w_star, (d,), "w_star")
+    dim = check_int(np.shape(w_star)[0], "d (len(w_star))", low=2)
+    check_shape(net.u, (None, dim), "net.u")
+    n = np.shape(net.u)[0]
+    check_shape(net.c, (n,), "net.c")
+    pad = bucket(n, smallest=16) - n
+    return (np.asarray(w_star), np.pad(np.asarray(net.u), ((0, pad), (0, 0))),
+            np.pad(np.asarray(net.c), (0, pad)))
 
 
 def _host(tree: object) -> object:
@@ -159,27 +151,15 @@ def _arcs_2d(w_star: Array, u: Array, c: Array, output_relu: bool) -> Candidates
 
 
 def arc_maxima_2d(w_star: Array, net: Net, output_relu: bool = False) -> Candidates:
-    """Maximum of ``|f - g|`` on every linear arc of the circle, d = 2 (SPEC 4); EXACT.
-
-    Not sorted (host arrays); the cutting planes of :mod:`prune_jax.slth.neuron_lp` use the
-    worst arcs.
-    """
+    """EXACT maximum of ``|f - g|`` on every linear arc of the circle, d = 2 (unsorted)."""
     return _host(_arcs_2d(*_prepared(w_star, net, 2), output_relu))
-
-
-@partial(jax.jit, static_argnames="output_relu")
-def _sup_2d(w_star: Array, u: Array, c: Array, output_relu: bool) -> SupResult:
-    arcs = _arcs_2d(w_star, u, c, output_relu)
-    best = jnp.argmax(arcs.values)
-    return SupResult(arcs.values[best], arcs.points[best])
 
 
 def sup_error_2d(w_star: Array, net: Net, output_relu: bool = False) -> SupResult:
     """EXACT sup-norm error over the unit disc in d = 2 (SPEC 4), attained at ``point``."""
-    return _host(_sup_2d(*_prepared(w_star, net, 2), output_relu))
-
-
-_CHUNK = 16  # networks per call of the batched kernel: one compiled shape per width bucket
+    arcs = arc_maxima_2d(w_star, net, output_relu)
+    best = np.argmax(arcs.values)
+    return SupResult(np.asarray(arcs.values[best]), arcs.points[best])
 
 
 @partial(jax.jit, static_argnames="output_relu")
@@ -191,13 +171,12 @@ def sup_error_2d_batch(w_star: Array, u: Array, c: Array, output_relu: bool = Fa
                        ) -> np.ndarray:
     """EXACT sup errors (B,) of the networks ``Net(u, c[b])`` sharing hidden weights, d = 2.
 
-    Vectorised over chunks of 16 networks (a host loop over chunks bounds the memory).
-    SPEC 4.
-    """
+    Vectorised over chunks of 16 networks (a host loop over chunks bounds the memory)."""
     check_shape(c, (None, np.shape(u)[0]), "c")
-    n_nets = np.shape(c)[0]
-    w_star, u, _ = _prepared(w_star, Net(u, np.asarray(c)[0]), 2)
-    c = pad_axis(pad_axis(c, u.shape[0], axis=1), -(-n_nets // _CHUNK) * _CHUNK, axis=0)
+    c = np.asarray(c)
+    n_nets = c.shape[0]
+    w_star, u, _ = _prepared(w_star, Net(u, c[0]), 2)
+    c = np.pad(c, ((0, -(-n_nets // _CHUNK) * _CHUNK - n_nets), (0, u.shape[0] - c.shape[1])))
     errors = [_batch_2d(w_star, u, chunk, output_relu) for chunk in np.split(c, len(c) // _CHUNK)]
     return np.concatenate([np.asarray(e) for e in errors])[:n_nets]
 
@@ -215,28 +194,6 @@ def sup_error_grid_2d(w_star: Array, net: Net, output_relu: bool = False,
     """LOWER estimate in d = 2: the maximum over ``n_points`` equally spaced angles (SPEC 4)."""
     check_int(n_points, "n_points", low=1)
     return _host(_grid_2d(*_prepared(w_star, net, 2), output_relu, n_points))
-
-
-def _pairs(d: int) -> np.ndarray:
-    return np.array(list(itertools.combinations(range(d), 2)), dtype=np.int32)
-
-
-def _circle_candidates(w_star: Array, net: Net, output_relu: bool) -> Candidates:
-    """Exact maximum on each coordinate-pair great circle ``cos t e_j + sin t e_k``."""
-    d = w_star.shape[0]
-    pairs = _pairs(d)
-
-    def one(pair: Array) -> tuple[Array, Array]:
-        values, angles = _arc_maxima(w_star[pair], net.u[:, pair], net.c, output_relu)
-        best = jnp.argmax(values)
-        point = jnp.zeros((d,), w_star.dtype).at[pair].set(_unit(angles[best]))
-        return values[best], point
-
-    values, points = jax.vmap(one)(jnp.asarray(pairs))
-    return Candidates(values, points)
-
-
-_ANGLES = 0.5 * 0.4 ** np.arange(12)  # geodesic step lengths tried per ascent step
 
 
 def _ascend(w_star: Array, net: Net, output_relu: bool, x0: Array, steps: int
@@ -269,18 +226,23 @@ def _ascend(w_star: Array, net: Net, output_relu: bool, x0: Array, steps: int
 @partial(jax.jit, static_argnames=("output_relu", "search", "k"))
 def _search(key: Array, w_star: Array, u: Array, c: Array, output_relu: bool,
             search: SupSearch, k: int) -> Candidates:
-    net = Net(u, c)
-    d = w_star.shape[0]
+    net, d = Net(u, c), w_star.shape[0]
     x = jax.random.normal(key, (search.n_samples, d), u.dtype)
-    x = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-    values = jnp.abs(residual(w_star, net, x, output_relu))
-    points = x
+    points = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    values = jnp.abs(residual(w_star, net, points, output_relu))
+
+    def circle(pair: Array) -> tuple[Array, Array]:
+        """Exact maximum on the great circle ``cos t e_j + sin t e_k``, ``pair = (j, k)``."""
+        arc_values, angles = _arc_maxima(w_star[pair], u[:, pair], c, output_relu)
+        best = jnp.argmax(arc_values)
+        return arc_values[best], jnp.zeros((d,), w_star.dtype).at[pair].set(_unit(angles[best]))
+
     if search.coordinate_circles:
-        circles = _circle_candidates(w_star, net, output_relu)
-        values = jnp.concatenate([values, circles.values])
-        points = jnp.concatenate([points, circles.points])
-    n_starts = min(search.ascent_starts, values.shape[0])
-    _, start = jax.lax.top_k(values, n_starts)
+        pairs = np.array(list(itertools.combinations(range(d), 2)), dtype=np.int32)
+        circle_values, circle_points = jax.vmap(circle)(jnp.asarray(pairs))
+        values = jnp.concatenate([values, circle_values])
+        points = jnp.concatenate([points, circle_points])
+    _, start = jax.lax.top_k(values, min(search.ascent_starts, values.shape[0]))
     ascend = partial(_ascend, w_star, net, output_relu, steps=search.ascent_steps)
     refined_values, refined_points = jax.vmap(ascend)(points[start])
     values = jnp.concatenate([refined_values, values])
@@ -294,43 +256,27 @@ def sup_error_search(key: Array, w_star: Array, net: Net, output_relu: bool = Fa
     """LOWER estimate of the sup-norm error in any d >= 2 (SPEC 4): the ``k`` best points found.
 
     Sphere samples, the exact maximum on each coordinate-pair great circle, then projected
-    ascent from the ``search.ascent_starts`` best of those. ``values[0]`` never exceeds the true
-    sup (it is attained at ``points[0]``). Host arrays, largest first.
+    ascent from the ``search.ascent_starts`` best of those. Host arrays, largest first.
     """
     check_int(k, "k", low=1)
     found = _host(_search(key, *_prepared(w_star, net), output_relu, search, bucket(k)))
     return Candidates(found.values[:k], found.points[:k])
 
 
-@partial(jax.jit, static_argnames=("output_relu", "k"))
-def _worst_2d(w_star: Array, u: Array, c: Array, output_relu: bool, k: int) -> Candidates:
-    arcs = _arcs_2d(w_star, u, c, output_relu)
-    values, top = jax.lax.top_k(arcs.values, min(k, arcs.values.shape[0]))
-    return Candidates(values, arcs.points[top])
-
-
 def worst_points(key: Array, w_star: Array, net: Net, output_relu: bool = False, k: int = 16,
                  search: SupSearch = SupSearch()) -> Candidates:
-    """Up to ``k`` points where ``|f - g|`` is largest, largest first (cutting-plane oracle).
-
-    d = 2: the maxima of the ``k`` worst linear arcs (EXACT; ``key`` unused). d > 2: the best
-    points of :func:`sup_error_search` (lower estimates). Host arrays.
-    SPEC 4.
-    """
+    """Up to ``k`` points where ``|f - g|`` is largest, largest first (cutting-plane oracle):
+    the ``k`` worst arcs in d = 2 (EXACT; ``key`` unused), else :func:`sup_error_search`."""
     check_int(k, "k", low=1)
-    if np.shape(w_star)[0] != 2:
+    if np.size(w_star) != 2:
         return sup_error_search(key, w_star, net, output_relu, search, k)
-    found = _host(_worst_2d(*_prepared(w_star, net, 2), output_relu, bucket(k)))
-    return Candidates(found.values[:k], found.points[:k])
+    arcs = arc_maxima_2d(w_star, net, output_relu)
+    top = np.argsort(-arcs.values, kind="stable")[:k]  # ties: lower index first
+    return Candidates(arcs.values[top], arcs.points[top])
 
 
 def sup_error(key: Array, w_star: Array, net: Net, output_relu: bool = False,
               search: SupSearch = SupSearch()) -> SupEstimate:
     """Sup-norm error with its guarantee (SPEC 4): EXACT in d = 2, a LOWER estimate in d > 2."""
-    _check_net(w_star, net)
-    if np.shape(w_star)[0] == 2:
-        res, exact = sup_error_2d(w_star, net, output_relu), True
-    else:
-        cand = sup_error_search(key, w_star, net, output_relu, search)
-        res, exact = SupResult(cand.values[0], cand.points[0]), False
-    return SupEstimate(float(res.value), np.asarray(res.point), exact)
+    worst = worst_points(key, w_star, net, output_relu, 1, search)
+    return SupEstimate(float(worst.values[0]), np.asarray(worst.points[0]), np.size(w_star) == 2)
