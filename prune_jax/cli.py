@@ -1,13 +1,9 @@
 """``prune-jax`` command line: thin argument parsing over :mod:`prune_jax.experiments`.
 
-Every subcommand is an experiment module that exposes
-
-* ``Config``: a frozen dataclass whose fields (with ``metadata={"help": ...}``) become the
-  command-line flags (``field_name`` -> ``--field-name``), and
-* ``run(config) -> dict``: the pipeline, also callable from Python and notebooks.
-
-So the command line and the Python API can never drift apart: the flags *are* the config.
-Modules are imported lazily so that ``prune-jax --help`` stays fast.
+Every subcommand is an experiment module with a frozen dataclass ``Config``, whose fields
+become the flags (``field_name`` -> ``--field-name``), and ``run(config) -> dict``, also
+callable from Python. So the command line and the Python API cannot drift apart: the flags
+*are* the config. Modules are imported lazily so that ``prune-jax --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -16,7 +12,6 @@ import argparse
 import dataclasses
 import importlib
 import sys
-import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,58 +32,33 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
-
-
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one ``--flag`` per field of dataclass ``cls`` (types from its annotations)."""
+    from prune_jax.experiments.common import field_type, flag_name
+
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        tp, optional = _unwrap_optional(hints[f.name])
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        shown = str(default) if isinstance(default, Path) else repr(default)
-        kwargs: dict[str, Any] = {"default": default, "dest": f.name,
-                                  "help": f"{help_text} (default: {shown})"}
-        choices = f.metadata.get("choices")
-        if choices:
-            kwargs["choices"] = choices
+        tp, optional, sequence = field_type(hints[f.name])
+        shown = str(f.default) if isinstance(f.default, Path) else repr(f.default)
+        help_text = f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"default": f.default, "dest": f.name, "help": help_text}
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
         if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-            continue
-        origin = typing.get_origin(tp)
-        if origin in (tuple, list):
-            elem = typing.get_args(tp)[0]
-            parser.add_argument(flag, type=elem, nargs="+", **kwargs)
-            continue
-        if tp is Path:
-            kwargs["type"] = Path
-        elif tp in (int, float, str):
-            kwargs["type"] = tp
-        if optional and tp in (int, float):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif sequence:
+            kwargs.update(type=tp, nargs="+")
+        elif optional and tp in (int, float):
             kwargs["type"] = lambda s, _t=tp: None if s.lower() == "none" else _t(s)
-        parser.add_argument(flag, **kwargs)
+        elif tp in (int, float, str, Path):
+            kwargs["type"] = tp
+        parser.add_argument(flag_name(f.name), **kwargs)
 
 
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     """Build dataclass ``cls`` from parsed arguments (lists become tuples)."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        v = getattr(args, f.name)
-        values[f.name] = tuple(v) if isinstance(v, list) else v
-    return cls(**values)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -105,13 +75,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``prune-jax`` console script.
-
-    Exit status: 0 on success; 2 for a user error (a bad flag value, an output directory that
-    cannot be written, a resume under other training settings), with the message and no
-    traceback, as argparse does; 1 when training diverges; 130 on Ctrl-C, with a hint that
-    rerunning the same command resumes from the last checkpoint.
-    """
+    """Entry point of the ``prune-jax`` console script. Exit status: 0 on success; 2 for a
+    user error (bad flag value, unwritable ``--out``, resume under other training settings),
+    with the message and no traceback, as argparse does; 1 when training diverges; 130 on
+    Ctrl-C, with a hint that rerunning the same command resumes from the last checkpoint."""
     from prune_jax.experiments.common import UserError
     from prune_jax.experiments.train import TrainingDiverged
 
@@ -121,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:
-        config = config_from_args(module.Config, args)
-        module.run(config)
+        module.run(config_from_args(module.Config, args))
     except UserError as err:
         print(f"prune-jax {args.command}: error: {err}\n(see prune-jax {args.command} --help)",
               file=sys.stderr)

@@ -1,13 +1,11 @@
 """Matplotlib figures used by the CLI and the notebooks.
 
 Every function takes plain results (arrays, result objects) and returns a
-``matplotlib.figure.Figure``; :func:`save` writes it as PNG. Nothing here computes science:
-densities come from :meth:`SpectralQuadrature.density`, curves from the pipelines.
-
-Figures are built as ``Figure`` objects, not through ``pyplot``, so importing this module
-never changes the matplotlib backend (notebooks keep inline display; headless runs need no
-display) and figures are never kept alive by pyplot's global registry. This module imports
-no other prune_jax module, so the pipelines in :mod:`prune_jax.experiments` may use it.
+``matplotlib.figure.Figure``; :func:`save` writes it as PNG. Nothing here computes science.
+Figures are built as ``Figure`` objects, not through ``pyplot``, so importing this module never
+changes the matplotlib backend and pyplot's global registry never keeps figures alive. This
+module imports no other prune_jax module, so the pipelines in :mod:`prune_jax.experiments` may
+use it.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ __all__ = ["accuracy_vs_sparsity", "calibration", "fixed_point", "iterative_traj
 
 
 def save(fig: Figure, path: Path | str) -> Path:
-    """Save ``fig`` as a PNG at ``path`` (parents created) and close it."""
+    """Save ``fig`` as a PNG at ``path`` (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -35,16 +33,12 @@ def spectral_density(spectrum: Any, *, top_eigenvalues: Sequence[float] | None =
                      exact_eigenvalues: np.ndarray | None = None, sigma: float | None = None,
                      num_points: int = 1000, title: str = "Hessian spectral density (SLQ)"
                      ) -> Figure:
-    """SLQ density (Gaussian-smoothed view of the quadrature, SPEC 1.3) on a log scale.
-
-    Ritz nodes are drawn as a rug, top eigenvalues as dashed lines, and an exact spectrum
-    (if given, e.g. from a dense ``eigh``) as a histogram for comparison.
-    """
+    """SLQ density (Gaussian-smoothed view of the quadrature, SPEC 1.3) on a log scale, Ritz
+    nodes as a rug, top eigenvalues as dashed lines and an exact spectrum (if given, e.g. from
+    a dense ``eigh``) as a histogram."""
     nodes = np.asarray(spectrum.nodes)
-    lo, hi = float(nodes.min()), float(nodes.max())
-    if exact_eigenvalues is not None:
-        lo = min(lo, float(np.min(exact_eigenvalues)))
-        hi = max(hi, float(np.max(exact_eigenvalues)))
+    every = nodes if exact_eigenvalues is None else np.r_[nodes.ravel(), exact_eigenvalues]
+    lo, hi = float(np.min(every)), float(np.max(every))
     pad = 0.05 * (hi - lo + 1e-12)
     grid = np.linspace(lo - pad, hi + pad, num_points)
     sigma = sigma if sigma is not None else (hi - lo + 1e-12) / 200
@@ -59,10 +53,7 @@ def spectral_density(spectrum: Any, *, top_eigenvalues: Sequence[float] | None =
             label="Ritz nodes")
     for i, lam in enumerate([] if top_eigenvalues is None else list(top_eigenvalues)):
         ax.axvline(lam, ls="--", color="C3", alpha=0.6, label="top eigenvalues" if i == 0 else None)
-    ax.set_ylim(bottom=1e-11)
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density")
-    ax.set_title(title)
+    ax.set(ylim=(1e-11, None), xlabel="eigenvalue", ylabel="density", title=title)
     ax.legend(fontsize=8)
     return fig
 
@@ -73,10 +64,8 @@ def accuracy_vs_sparsity(sparsity: np.ndarray, accuracy: np.ndarray, *,
                          actual: float | Mapping[str, float] | None = None,
                          title: str = "Global one-shot magnitude pruning (no fine-tuning)"
                          ) -> Figure:
-    """Test accuracy (and loss) against sparsity with predicted/actual limits drawn.
-
-    ``actual`` is one actual limit or several named readings (``{"(a) ...": s_a, ...}``).
-    """
+    """Test accuracy (and loss) against sparsity with predicted/actual limits drawn; ``actual``
+    is one actual limit or several named readings (``{"(a) ...": s_a, ...}``)."""
     readings = {"actual limit": actual} if isinstance(actual, int | float) else (actual or {})
     marks = [v for v in (predicted, *readings.values()) if v is not None]
     fig = Figure(figsize=(11, 4))
@@ -99,8 +88,7 @@ def accuracy_vs_sparsity(sparsity: np.ndarray, accuracy: np.ndarray, *,
             lo = max(0.0, min(marks) - 2 * (float(np.max(sparsity)) - max(marks)) - 0.01)
             ax.set_xlim(lo, float(np.max(sparsity)) + 0.002)
             ax.set_title("near the limit")
-    axes[0].set_ylabel("test accuracy")
-    axes[0].set_title(title)
+    axes[0].set(ylabel="test accuracy", title=title)
     axes[0].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
@@ -117,11 +105,7 @@ def fixed_point(curve_sparsity: np.ndarray, curve_width: np.ndarray, solution: f
         ax.plot(curve_sparsity, trace_bound, ls=":", label="trace lower bound")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="s")
     ax.axvline(solution, color="C3", ls="--", label=f"predicted sparsity {solution:.4f}")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("sparsity s")
-    ax.set_ylabel("fraction")
-    ax.set_title(title)
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="sparsity s", ylabel="fraction", title=title)
     ax.legend(fontsize=8)
     return fig
 
@@ -134,15 +118,14 @@ def iterative_trajectories(records: Mapping[str, Sequence[Mapping[str, float]]],
     fig = Figure(figsize=(17, 3.8))
     axes = fig.subplots(1, 4)
     for i, (name, recs) in enumerate(records.items()):
-        it = [r["iteration"] for r in recs]
-        c = f"C{i}"
-        axes[0].plot(it, [r["accuracy"] for r in recs], "o-", ms=3, color=c, label=name)
-        axes[1].plot([100 * r["density"] for r in recs], [r["accuracy"] for r in recs], "o-",
-                     ms=3, color=c, label=name)
-        axes[1].plot([100 * r["density"] for r in recs], [r["pruned_accuracy"] for r in recs],
-                     ":", color=c, alpha=0.6)
-        axes[2].semilogy(it, [100 * r["density"] for r in recs], "o-", ms=3, color=c, label=name)
-        axes[3].plot(it, [r["pqi"] for r in recs], "o-", ms=3, color=c, label=name)
+        it, acc = [r["iteration"] for r in recs], [r["accuracy"] for r in recs]
+        pct = [100 * r["density"] for r in recs]
+        line = {"ms": 3, "color": f"C{i}", "label": name}
+        axes[0].plot(it, acc, "o-", **line)
+        axes[1].plot(pct, acc, "o-", **line)
+        axes[1].plot(pct, [r["pruned_accuracy"] for r in recs], ":", color=f"C{i}", alpha=0.6)
+        axes[2].semilogy(it, pct, "o-", **line)
+        axes[3].plot(it, [r["pqi"] for r in recs], "o-", **line)
     axes[0].set(xlabel="iteration", ylabel="test accuracy (retrained)")
     axes[1].set(xlabel="remaining weights (%)", ylabel="test accuracy", xscale="log")
     axes[1].invert_xaxis()
@@ -157,21 +140,16 @@ def iterative_trajectories(records: Mapping[str, Sequence[Mapping[str, float]]],
 
 def calibration(records: Sequence[Mapping[str, Any]], *, band: float = 0.02,
                 title: str = "Predicted vs actual pruning limit") -> Figure:
-    """Predicted against actual sparsity, one panel per reading of the actual limit.
-
-    ``records`` are the rows of ``prune-jax calibrate`` (keys ``dataset``, ``model``,
-    ``predicted``, ``actual_before_first_drop``, ``actual_largest_passing``,
-    ``actual_loss_within_eps``, ``warnings``).
-    The diagonal and a ``+-band`` strip are drawn; runs with regime warnings are hollow.
-    """
+    """Predicted against actual sparsity, one panel per reading of the actual limit, for the
+    rows of ``prune-jax calibrate``; the diagonal and a ``+-band`` strip are drawn, runs with
+    regime warnings are hollow."""
     readings = (("actual_before_first_drop", "(a) last before the first drop"),
                 ("actual_largest_passing", "(b) largest passing (reference code)"),
                 ("actual_loss_within_eps", "(c) test loss within eps (the theory)"))
     groups = sorted({(r["dataset"], r["model"]) for r in records})
     fig = Figure(figsize=(16, 5))
     axes = fig.subplots(1, 3)
-    lo = min([r["predicted"] for r in records] + [r[k] for r in records for k, _ in readings])
-    lo = max(0.0, lo - 0.05)
+    lo = max(0.0, min([r[k] for r in records for k in ("predicted", *dict(readings))]) - 0.05)
     for ax, (key, name) in zip(axes, readings, strict=True):
         ax.plot([lo, 1], [lo, 1], "k-", lw=1)
         ax.fill_between([lo, 1], [lo - band, 1 - band], [lo + band, 1 + band], color="gray",

@@ -1,9 +1,6 @@
-"""Data layer: whole splits (tfds ``data_source``, scikit-learn digits, MNIST-1D), batching.
-
-``load`` returns a host :class:`Split` and its :class:`DatasetInfo`; ``epoch_indices`` and
-``preprocess`` run on the accelerator inside the training ``lax.scan``; ``padded_batches``
-covers a split exactly once for evaluation. Imports nothing from the core math.
-"""
+"""Data layer: whole splits (tfds ``data_source``, scikit-learn digits, MNIST-1D) loaded to
+the host, on-device shuffling and preprocessing, padded evaluation batches. Imports nothing
+from the core math."""
 
 from __future__ import annotations
 
@@ -26,19 +23,6 @@ from prune_jax.data.sources import (
     split_from_source,
 )
 
-__all__ = [
-    "DATASET_NAMES",
-    "DatasetInfo",
-    "Split",
-    "crop_flip",
-    "dataset_info",
-    "epoch_indices",
-    "load",
-    "load_digits",
-    "load_mnist1d",
-    "normalize",
-    "padded_batches",
-    "preprocess",
-    "random_crop_flip",
-    "split_from_source",
-]
+__all__ = ["DATASET_NAMES", "DatasetInfo", "Split", "crop_flip", "dataset_info",
+           "epoch_indices", "load", "load_digits", "load_mnist1d", "normalize",
+           "padded_batches", "preprocess", "random_crop_flip", "split_from_source"]

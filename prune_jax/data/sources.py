@@ -1,34 +1,25 @@
 """Data sources: whole splits as contiguous host arrays, plus what the pipeline needs to know.
 
 ``load(name, split)`` returns a :class:`Split` (all examples of the split in one array) and a
-:class:`DatasetInfo` (shape, classes, normalisation constants, augmentation). The training loop
-puts the split on the accelerator once and draws batches there (see ``pipeline.py``).
+:class:`DatasetInfo` (shape, classes, normalisation constants, augmentation).
 
-Sources:
-
-* ``"digits"``: scikit-learn's embedded 8x8 digits (1,797 images, 10 classes), the offline
-  default. Deterministic stratified split, ``train_test_split(test_size=360, stratify=y,
-  random_state=0)``: 1,437 train / 360 test examples (35-37 test images per class). Pixels
-  (0..16) are scaled to float32 in [0, 1]; mean/std are those of the train split.
-* ``"mnist1d"``: MNIST-1D (Greydanus 2020), generated locally by the ``mnist1d`` package from
-  its ten 1-D templates (never downloaded): 10,000 sequences of length 40 with the package's
-  default transforms (seed 42), split 8,000 train / 2,000 test, shaped ``(40, 1)``. Harder
-  than digits (a 40-128-64-10 MLP reaches about 80-90% test accuracy), so accuracy against
-  sparsity has a real cliff. The package standardises the whole set (mean 0, std 1).
+* ``"digits"``: scikit-learn's embedded 8x8 digits, the offline default, split by
+  ``train_test_split(test_size=360, stratify=y, random_state=0)`` into 1,437 train / 360 test
+  images; pixels (0..16) scaled to float32 in [0, 1]; mean/std of the train split.
+* ``"mnist1d"``: MNIST-1D (Greydanus 2020), generated locally by the ``mnist1d`` package (never
+  downloaded): 10,000 length-40 sequences with the package's default transforms (seed 42),
+  8,000 train / 2,000 test, shaped ``(40, 1)`` and standardised by the package. Harder than
+  digits (a 40-128-64-10 MLP reaches about 80-90%), so accuracy against sparsity has a real cliff.
 * ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"cifar100"``: ``tfds.data_source``
-  (ArrayRecord, random access; TensorFlow is not needed to *read*). Records are read in bulk
-  (``__getitems__``, chunked) and copied into one preallocated uint8 array. Nothing is cached
-  outside ``data_dir`` (tfds's own directory). TensorFlow *is* needed once to *build* an image
-  data set (tfds encodes PNGs with ``tf.image``): prepare it with
-  ``tfds build mnist --file_format=array_record`` on a machine with TensorFlow, or copy a
-  prepared ``data_dir``. TinyImageNet has no tfds builder in tensorflow-datasets 4.9.10 and is
-  not offered.
+  (ArrayRecord, random access, read in bulk into one uint8 array; TensorFlow is not needed to
+  *read*, but is needed once to *build* an image data set:
+  ``tfds build mnist --file_format=array_record``, or copy a prepared ``data_dir``). Nothing
+  is cached outside ``data_dir``.
+  TinyImageNet has no tfds builder in tensorflow-datasets 4.9.10 and is not offered.
 
-Normalisation constants (mean, std per channel, on [0, 1] pixels):
-MNIST (0.1307, 0.3081) and CIFAR-10/100 as in the fundamental-limit reference code (CIFAR-100
-constants are also the PQI code's; for CIFAR-10 the PQI code uses std (0.2023, 0.1994, 0.2010),
-not reproduced); Fashion-MNIST (0.2860, 0.3530), its train-set statistics. Augmentation:
-CIFAR "crop_flip" (random 32x32 crop of the 4-pixel zero-padded image + horizontal flip, the
+Normalisation constants (per channel, on [0, 1] pixels): MNIST and CIFAR-10/100 as in the
+fundamental-limit reference code (the PQI code's CIFAR-10 std (0.2023, 0.1994, 0.2010) is not
+reproduced); Fashion-MNIST its train-set statistics. Augmentation: CIFAR "crop_flip" (the
 torchvision recipe of the fundamental-limit code; the PQI code pads by reflection instead),
 MNIST-like sets "none" (both papers).
 """
@@ -37,22 +28,13 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = [
-    "DATASET_NAMES",
-    "SPLITS",
-    "DatasetInfo",
-    "Split",
-    "dataset_info",
-    "load",
-    "load_digits",
-    "load_mnist1d",
-    "split_from_source",
-]
+__all__ = ["DATASET_NAMES", "SPLITS", "DatasetInfo", "Split", "dataset_info", "load",
+           "load_digits", "load_mnist1d", "split_from_source"]
 
 SPLITS: tuple[str, ...] = ("train", "test")
 
@@ -89,12 +71,6 @@ _INFOS: dict[str, DatasetInfo] = {
 DATASET_NAMES: tuple[str, ...] = tuple(_INFOS)
 """Names accepted by :func:`load`."""
 
-_MNIST1D_SAMPLES = 10_000
-_MNIST1D_SEED = 42
-_DIGITS_TEST_SIZE = 360
-_DIGITS_SEED = 0
-_CHUNK = 4096  # records per bulk read
-
 
 def dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` of data set ``name`` (no data is read)."""
@@ -123,8 +99,8 @@ def load_digits(split: str = "train") -> Split:
     _check_split(split)
     digits = sk_load_digits()
     labels = digits.target.astype(np.int32)
-    train, test = train_test_split(np.arange(len(labels)), test_size=_DIGITS_TEST_SIZE,
-                                   stratify=labels, random_state=_DIGITS_SEED)
+    train, test = train_test_split(np.arange(len(labels)), test_size=360, stratify=labels,
+                                   random_state=0)
     idx = np.sort(train if split == "train" else test)
     x = (digits.images[idx] / 16.0).astype(np.float32)[..., None]
     return Split(x=np.ascontiguousarray(x), y=labels[idx])
@@ -135,7 +111,7 @@ def _mnist1d() -> dict[str, np.ndarray]:
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
-    args.num_samples, args.seed = _MNIST1D_SAMPLES, _MNIST1D_SEED
+    args.num_samples, args.seed = 10_000, 42
     np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002 (restored)
     try:  # make_dataset seeds numpy's and Python's global generators: leave them as found
         return make_dataset(args)
@@ -145,9 +121,8 @@ def _mnist1d() -> dict[str, np.ndarray]:
 
 
 def load_mnist1d(split: str = "train") -> Split:
-    """MNIST-1D generated locally from the ``mnist1d`` templates (no download): ``(N, 40, 1)``
-    float32 sequences and int32 labels, 8,000 train / 2,000 test (generated once per process,
-    about 3 s)."""
+    """MNIST-1D generated locally (once per process, about 3 s): ``(N, 40, 1)`` float32
+    sequences and int32 labels, 8,000 train / 2,000 test."""
     _check_split(split)
     data = _mnist1d()
     x, y = (data["x"], data["y"]) if split == "train" else (data["x_test"], data["y_test"])
@@ -155,40 +130,26 @@ def load_mnist1d(split: str = "train") -> Split:
                  y=np.asarray(y, np.int32))
 
 
-def _bulk_reader(source: Sequence[Any]) -> Callable[[list[int]], Sequence[Any]]:
-    """``keys -> records``: ``__getitems__`` (parallel ArrayRecord reads) when it works.
-
-    Falls back to one ``source[i]`` per key for plain sequences and for the data sources of
-    ``tfds.testing.mock_data`` in tensorflow-datasets 4.9.10, whose ``__getitems__`` mock is
-    bound wrongly and raises ``TypeError``.
-    """
-    getitems = getattr(source, "__getitems__", None)
-    if getitems is not None and len(source) > 0:
-        try:
-            getitems([0])
-        except TypeError:
-            getitems = None
-    if getitems is None:
-        return lambda keys: [source[k] for k in keys]
-    return getitems
-
-
 def split_from_source(source: Sequence[Mapping[str, Any]], *, image_key: str = "image",
                       label_key: str = "label", max_examples: int | None = None,
-                      chunk_size: int = _CHUNK) -> Split:
+                      chunk_size: int = 4096) -> Split:
     """Decode a random-access source of ``{image_key: (H, W, C) uint8, label_key: int}``
-    records (e.g. ``tfds.data_source(...)``) into one contiguous :class:`Split`.
-
-    Reads the first ``max_examples`` records (all when ``None``) in chunks of ``chunk_size``
-    into a preallocated uint8 array; labels become int32.
-    """
+    records (e.g. ``tfds.data_source(...)``) into one contiguous :class:`Split`: the first
+    ``max_examples`` records (all when ``None``), read in chunks of ``chunk_size``."""
     _check_max_examples(max_examples)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     n = len(source) if max_examples is None else min(max_examples, len(source))
     if n == 0:
         raise ValueError("source is empty")
-    read = _bulk_reader(source)
+    # Bulk reads (``__getitems__``: parallel ArrayRecord reads) where they work; one
+    # ``source[i]`` per key for plain sequences and for ``tfds.testing.mock_data`` sources
+    # (tensorflow-datasets 4.9.10), whose ``__getitems__`` mock is bound wrongly (TypeError).
+    try:
+        read = source.__getitems__
+        read([0])
+    except (AttributeError, TypeError):
+        read = lambda keys: [source[k] for k in keys]
     first = source[0]
     if image_key not in first or label_key not in first:
         raise ValueError(f"records must have keys {image_key!r} and {label_key!r}; "
@@ -206,36 +167,30 @@ def split_from_source(source: Sequence[Mapping[str, Any]], *, image_key: str = "
     return Split(x=x, y=y)
 
 
-def _load_tfds(name: str, split: str, data_dir: str | None) -> Sequence[Mapping[str, Any]]:
-    import tensorflow_datasets as tfds
-
-    try:
-        return tfds.data_source(name, split=split, data_dir=data_dir)
-    except Exception as err:  # re-raised with the cause attached and a way forward
-        raise RuntimeError(
-            f"could not open tfds data set {name!r} (split {split!r}, data_dir={data_dir!r}) "
-            f"as an ArrayRecord data source: {err}. Prepare it once with "
-            f"`tfds build {name} --file_format=array_record --data_dir=...` (building image "
-            "data sets needs TensorFlow), or use name='digits' offline") from err
-
-
 def load(name: str, split: str = "train", *, data_dir: str | None = None,
          max_examples: int | None = None) -> tuple[Split, DatasetInfo]:
-    """Load a whole split of data set ``name`` (one of :data:`DATASET_NAMES`) into host memory.
-
-    ``split`` is ``"train"`` or ``"test"``; ``data_dir`` is tfds's data directory (ignored
-    for digits); ``max_examples`` keeps the first examples of the split (tfds stores records
-    shuffled, so this is a fixed pseudo-random subset). Returns ``(Split, DatasetInfo)``.
-    """
+    """Load a whole split (``"train"`` or ``"test"``) of data set ``name`` (one of
+    :data:`DATASET_NAMES`) into host memory; returns ``(Split, DatasetInfo)``. ``data_dir`` is
+    tfds's data directory; ``max_examples`` keeps the first examples of the split (tfds stores
+    records shuffled, so this is a fixed pseudo-random subset)."""
     info = dataset_info(name)
     _check_split(split)
     _check_max_examples(max_examples)
     if name in ("digits", "mnist1d"):
         data = load_digits(split) if name == "digits" else load_mnist1d(split)
-        if max_examples is not None:
-            data = Split(x=data.x[:max_examples], y=data.y[:max_examples])
+        data = Split(x=data.x[:max_examples], y=data.y[:max_examples])
     else:
-        data = split_from_source(_load_tfds(name, split, data_dir), max_examples=max_examples)
+        import tensorflow_datasets as tfds
+
+        try:
+            source = tfds.data_source(name, split=split, data_dir=data_dir)
+        except Exception as err:  # re-raised with the cause attached and a way forward
+            raise RuntimeError(
+                f"could not open tfds data set {name!r} (split {split!r}, data_dir="
+                f"{data_dir!r}) as an ArrayRecord data source: {err}. Prepare it once with "
+                f"`tfds build {name} --file_format=array_record --data_dir=...` (building "
+                "image data sets needs TensorFlow), or use name='digits' offline") from err
+        data = split_from_source(source, max_examples=max_examples)
     if data.x.shape[1:] != info.input_shape:
         raise ValueError(f"{name}: decoded images have shape {data.x.shape[1:]}, expected "
                          f"{info.input_shape}")

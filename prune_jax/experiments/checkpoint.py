@@ -1,9 +1,6 @@
-"""Orbax checkpointing for long runs (training, iterative pruning).
-
-A checkpoint is a composite of a pytree ``state`` (arrays, restored with the shapes and dtypes
-of a freshly built template) and a JSON-serialisable ``meta`` object (histories, records).
-orbax was chosen because it is the JAX ecosystem's checkpointer: asynchronous, atomic
-(a killed save never leaves a half-written step behind) and sharding-aware.
+"""Orbax checkpoints for long runs: a pytree ``state`` (restored into the shapes and dtypes of
+a template) and a JSON ``meta`` (histories, records). orbax is the JAX ecosystem's
+checkpointer: asynchronous, atomic (a killed save leaves no half-written step), sharding-aware.
 """
 
 from __future__ import annotations
@@ -19,10 +16,9 @@ __all__ = ["manager", "restore", "save"]
 
 def manager(directory: Path | str, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
     """A ``CheckpointManager`` on ``directory`` (created if missing) keeping the newest steps."""
-    path = Path(directory).absolute()
-    path.mkdir(parents=True, exist_ok=True)
     return ocp.CheckpointManager(
-        path, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        Path(directory).absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
 
 def save(mgr: ocp.CheckpointManager, step: int, item: tuple[Any, Any]) -> None:

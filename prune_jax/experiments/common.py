@@ -1,9 +1,5 @@
-"""Shared steps of the pipelines: data + model set-up, training or resuming, the full-data loss.
-
-Every pipeline (``spectrum``, ``limit``, ``sap``) starts the same way: load a data set, build a
-Flax model from the zoo, initialise it from an explicit key, and train it (resuming from an
-orbax checkpoint when one exists). This module holds that once.
-"""
+"""Shared steps of the pipelines: flags and their checks, data + model set-up, training or
+resuming (orbax), the full-data loss, JSON output."""
 
 from __future__ import annotations
 
@@ -15,7 +11,7 @@ import shutil
 import time
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,15 +27,15 @@ from prune_jax.experiments.progress import console
 from prune_jax.experiments.train import (
     OptimizerConfig,
     TrainResult,
-    evaluate,
     loss_and_updates,
     preprocess_batches,
     train,
 )
 from prune_jax.tree import PyTree, prunable_tree
 
-__all__ = ["RunConfig", "Setup", "Timer", "UserError", "check_fields", "check_resume", "flag",
-           "full_data_loss", "l1_budget", "prepare_out", "save_json", "set_up", "train_model"]
+__all__ = ["RunConfig", "Setup", "Timer", "UserError", "check_fields", "check_resume",
+           "field_type", "flag", "full_data_loss", "l1_budget", "prepare_out", "save_json",
+           "set_up", "train_model"]
 
 
 class UserError(ValueError):
@@ -53,19 +49,14 @@ def flag(default: Any, help_text: str, *, choices: tuple[Any, ...] | None = None
          training: bool = False) -> Any:
     """A dataclass field that ``prune_jax.cli`` turns into ``--name`` with this help text.
 
-    The constraints are checked by :func:`check_fields` when a config is built (so from the
-    command line and from Python alike): ``choices`` (allowed values), ``low``/``high``
-    (inclusive bounds) and ``positive`` (``> 0``); floats must be finite. ``training=True``
-    marks a setting that changes the trained model: resuming a checkpoint made under another
-    value is refused (:func:`check_resume`).
+    :func:`check_fields` checks ``choices``, ``low``/``high`` (inclusive) and ``positive``
+    (``> 0``) when a config is built, from the command line and from Python alike; floats must
+    be finite. ``training=True``: the setting changes the trained model, so resuming a
+    checkpoint made under another value is refused (:func:`check_resume`).
     """
-    meta: dict[str, Any] = {"help": help_text, "training": training}
-    for name, value in (("choices", choices), ("low", low), ("high", high)):
-        if value is not None:
-            meta[name] = value
-    if positive:
-        meta["positive"] = True
-    return dataclasses.field(default=default, metadata=meta)
+    return dataclasses.field(default=default, metadata={
+        "help": help_text, "training": training, "choices": choices, "low": low, "high": high,
+        "positive": positive})
 
 
 def flag_name(field: str) -> str:
@@ -73,49 +64,53 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def _check_value(name: str, value: Any, tp: Any, meta: dict[str, Any]) -> None:
+def field_type(tp: Any) -> tuple[Any, bool, bool]:
+    """``(element type, optional, sequence)`` of a config field's annotation:
+    ``float | None`` -> ``(float, True, False)``, ``tuple[str, ...]`` -> ``(str, False, True)``."""
     optional = False
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional, tp = type(None) in typing.get_args(tp), args[0]
+        optional = type(None) in typing.get_args(tp)
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    sequence = typing.get_origin(tp) in (tuple, list)
+    return (typing.get_args(tp)[0] if sequence else tp), optional, sequence
+
+
+def _check_value(name: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> None:
+    elem, optional, sequence = field_type(tp)
+    opt = flag_name(name)
     if value is None:
         if not optional:
-            raise UserError(f"{flag_name(name)} needs a value")
+            raise UserError(f"{opt} needs a value")
         return
-    values = value if typing.get_origin(tp) in (tuple, list) else (value,)
-    elem = typing.get_args(tp)[0] if typing.get_origin(tp) in (tuple, list) else tp
-    if typing.get_origin(tp) in (tuple, list) and not values:
-        raise UserError(f"{flag_name(name)} needs at least one value")
-    for v in values:
+    if sequence and not value:
+        raise UserError(f"{opt} needs at least one value")
+    for v in value if sequence else (value,):
         if elem is bool and not isinstance(v, bool):
-            raise UserError(f"{flag_name(name)} must be True or False, got {v!r}")
+            raise UserError(f"{opt} must be True or False, got {v!r}")
         if elem is int and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
-            raise UserError(f"{flag_name(name)} must be an integer, got {v!r}")
-        if elem is float:
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                raise UserError(f"{flag_name(name)} must be a number, got {v!r}")
-            if not math.isfinite(v):
-                raise UserError(f"{flag_name(name)} must be a finite number, got {v}")
-        if "choices" in meta and v not in meta["choices"]:
-            raise UserError(f"{flag_name(name)} must be one of "
-                            f"{', '.join(map(str, meta['choices']))}; got {v!r}")
+            raise UserError(f"{opt} must be an integer, got {v!r}")
+        if elem is float and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+            raise UserError(f"{opt} must be a number, got {v!r}")
+        if elem is float and not math.isfinite(v):
+            raise UserError(f"{opt} must be a finite number, got {v}")
+        if meta.get("choices") is not None and v not in meta["choices"]:
+            raise UserError(f"{opt} must be one of {', '.join(map(str, meta['choices']))}; "
+                            f"got {v!r}")
         if elem in (int, float):
             if meta.get("positive") and not v > 0:
-                raise UserError(f"{flag_name(name)} must be > 0, got {v}")
-            if "low" in meta and v < meta["low"]:
-                raise UserError(f"{flag_name(name)} must be >= {meta['low']}, got {v}")
-            if "high" in meta and v > meta["high"]:
-                raise UserError(f"{flag_name(name)} must be <= {meta['high']}, got {v}")
+                raise UserError(f"{opt} must be > 0, got {v}")
+            if meta.get("low") is not None and v < meta["low"]:
+                raise UserError(f"{opt} must be >= {meta['low']}, got {v}")
+            if meta.get("high") is not None and v > meta["high"]:
+                raise UserError(f"{opt} must be <= {meta['high']}, got {v}")
 
 
 def check_fields(config: Any) -> None:
-    """Check every field of a config dataclass against its :func:`flag` constraints.
-
-    Raises :class:`UserError` naming the flag (``--learning-rate must be > 0, got -1``).
-    """
+    """Check every field of a config dataclass against its :func:`flag` constraints; raise
+    :class:`UserError` naming the flag (``--learning-rate must be > 0, got -1``)."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        _check_value(f.name, getattr(config, f.name), hints[f.name], dict(f.metadata))
+        _check_value(f.name, getattr(config, f.name), hints[f.name], f.metadata)
 
 
 def training_settings(config: Any) -> dict[str, Any]:
@@ -140,12 +135,8 @@ def prepare_out(config: Any) -> Path:
 
 def check_resume(config: Any, checkpoint_dir: Path) -> None:
     """Refuse to resume a checkpoint trained under other settings (or wipe it with
-    ``config.overwrite``); record the settings of a fresh run.
-
-    Settings live in ``checkpoint_dir/settings.json`` next to the orbax steps. Only the
-    fields marked ``training=True`` count: other flags (probes, steps, sweep points, ...)
-    reuse the trained model.
-    """
+    ``config.overwrite``); record the settings of a fresh run in
+    ``checkpoint_dir/settings.json``. Only fields marked ``training=True`` count."""
     settings = training_settings(config)
     path = checkpoint_dir / "settings.json"
     if getattr(config, "overwrite", False) and checkpoint_dir.exists():
@@ -170,9 +161,7 @@ def check_resume(config: Any, checkpoint_dir: Path) -> None:
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """The flags every pipeline shares: data, model, the training recipe, seed and output.
-
-    Subcommands subclass it (``limit.Config(RunConfig)``) and add or re-default fields.
-    """
+    Subcommands subclass it (``limit.Config(RunConfig)``) and add or re-default fields."""
 
     model: str = flag("mlp_small", "model name", choices=M.MODEL_NAMES, training=True)
     dataset: str = flag("digits", "data set (digits and mnist1d are offline)",
@@ -195,12 +184,10 @@ class RunConfig:
 
 
 def l1_budget(config: RunConfig, num_train: int, momentum: float = 0.9) -> float:
-    """The l1 budget ``lr * lambda * steps / (1 - momentum)`` of a run (SPEC 2.4).
-
-    The total distance the l1 subgradient alone can move a weight over training at the
-    peak learning rate (a cosine schedule halves it). What carries over between data sets is
-    this budget relative to the initial weight scale, not ``lambda`` itself.
-    """
+    """The l1 budget ``lr * lambda * steps / (1 - momentum)`` of a run (SPEC 2.4): how far the
+    l1 subgradient alone can move a weight at the peak learning rate (a cosine schedule halves
+    it). What carries over between data sets is this budget relative to the initial weight
+    scale, not ``lambda`` itself."""
     steps = config.epochs * (num_train // min(config.batch_size, num_train))
     return config.learning_rate * config.l1 * steps / (1.0 - momentum)
 
@@ -220,10 +207,8 @@ class Setup(NamedTuple):
 def set_up(model_name: str, dataset: str, *, key: jax.Array, eval_batch_size: int = 512,
            data_dir: str | None = None, max_train: int | None = None,
            max_test: int | None = None) -> Setup:
-    """Load ``dataset`` (train and test splits), build and initialise ``model_name``.
-
-    A model that cannot take the data set's inputs raises :class:`UserError` naming both.
-    """
+    """Load ``dataset`` (train and test splits), build and initialise ``model_name``; a model
+    that cannot take the data set's inputs raises :class:`UserError` naming both."""
     train_split, info = D.load(dataset, "train", data_dir=data_dir, max_examples=max_train)
     test_split, _ = D.load(dataset, "test", data_dir=data_dir, max_examples=max_test)
     model = M.get_model(model_name, num_classes=info.num_classes)
@@ -232,11 +217,9 @@ def set_up(model_name: str, dataset: str, *, key: jax.Array, eval_batch_size: in
     except (ValueError, TypeError) as err:
         raise UserError(f"--model {model_name} does not take --dataset {dataset} inputs of "
                         f"shape {info.input_shape}: {err}") from err
-    bs_train = min(eval_batch_size, train_split.x.shape[0])
-    bs_test = min(eval_batch_size, test_split.x.shape[0])
-    return Setup(model, variables, train_split, test_split, info,
-                 preprocess_batches(D.padded_batches(train_split, bs_train), info),
-                 preprocess_batches(D.padded_batches(test_split, bs_test), info))
+    batches = [preprocess_batches(D.padded_batches(s, min(eval_batch_size, len(s.y))), info)
+               for s in (train_split, test_split)]
+    return Setup(model, variables, train_split, test_split, info, *batches)
 
 
 def train_model(setup: Setup, cfg: OptimizerConfig, *, epochs: int, batch_size: int,
@@ -252,12 +235,9 @@ def train_model(setup: Setup, cfg: OptimizerConfig, *, epochs: int, batch_size: 
 def set_up_and_train(config: Any, timer: Timer, *, train_stage: str = "train",
                      check: Callable[[Setup], None] | None = None
                      ) -> tuple[Setup, TrainResult, jax.Array]:
-    """The shared opening of ``spectrum`` and ``limit``: data, model, training (resumable).
-
-    ``config`` is a :class:`RunConfig`. Before any data is read, ``--out`` is created and a
-    checkpoint there is checked against the training settings (:func:`check_resume`).
-    Returns the set-up, the training result and the key left for the curvature stage.
-    """
+    """The shared opening of ``spectrum`` and ``limit``: ``--out`` checked (:func:`check_resume`)
+    before any data is read, then data, model, training (resumable). Returns the set-up, the
+    training result and the key left for the curvature stage."""
     k_init, k_train, k_rest = jax.random.split(jax.random.key(config.seed), 3)
     prepare_out(config)
     check_resume(config, config.out / "checkpoints")
@@ -280,13 +260,9 @@ def set_up_and_train(config: Any, timer: Timer, *, train_stage: str = "train",
 
 def cached_stage(path: Path, compute: Callable[[], dict[str, np.ndarray]],
                  settings: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The arrays of a pipeline stage, computed once per ``settings`` and kept at ``path``.
-
-    ``path.npz`` holds the arrays and ``path.json`` the settings they were computed with; a
-    later run with the same settings loads them instead of calling ``compute()``. Keep stage
-    caches inside the checkpoint directory, so that ``--overwrite`` (a new trained model)
-    discards them too.
-    """
+    """The arrays of a pipeline stage, computed once per ``settings`` and kept at ``path.npz``
+    (the settings at ``path.json``). Keep stage caches inside the checkpoint directory, so that
+    ``--overwrite`` (a new trained model) discards them too."""
     arrays, meta = path.with_suffix(".npz"), path.with_suffix(".json")
     wanted = json.loads(json.dumps(_jsonable(settings)))
     if arrays.exists() and meta.exists() and json.loads(meta.read_text()) == wanted:
@@ -300,19 +276,11 @@ def cached_stage(path: Path, compute: Callable[[], dict[str, np.ndarray]],
 
 
 def full_data_loss(setup: Setup, batch_stats: PyTree) -> Callable[[PyTree, dict], jax.Array]:
-    """``loss_fn(params, batch)``: weighted mean cross-entropy of one padded batch, inference mode.
-
-    BatchNorm runs on its running statistics (``batch_stats``), the toolkit's default mode for
-    curvature (SPEC 1.1). Pair it with ``batch_sizes = batches["w"].sum(1)`` for the exact
-    full-data-set mean.
-    """
-    model = setup.model
-
-    def loss_fn(params: PyTree, batch: dict) -> jax.Array:
-        return loss_and_updates(model, params, batch_stats, batch["x"], batch["y"],
-                                batch["w"])[0]
-
-    return loss_fn
+    """``loss_fn(params, batch)``: weighted mean cross-entropy of one padded batch, inference mode
+    (BatchNorm on ``batch_stats``, SPEC 1.1). With ``batch_sizes = batches["w"].sum(1)`` it
+    gives the exact full-data-set mean."""
+    return lambda params, batch: loss_and_updates(setup.model, params, batch_stats, batch["x"],
+                                                  batch["y"], batch["w"])[0]
 
 
 def inference_inputs(setup: Setup, split: D.Split) -> jax.Array:
@@ -320,18 +288,9 @@ def inference_inputs(setup: Setup, split: D.Split) -> jax.Array:
     return D.preprocess(jnp.asarray(split.x), setup.info)
 
 
-def accuracy(setup: Setup, params: PyTree, batch_stats: PyTree, split: str = "test") -> float:
-    """Accuracy on ``split`` ("train" or "test") in inference mode."""
-    batches = setup.test_batches if split == "test" else setup.train_batches
-    return float(evaluate(setup.model, params, batch_stats, batches).accuracy)
-
-
 class Timer:
     """Wall time per named stage: ``with timer("train"): ...``; ``timer.seconds`` is a dict.
-
-    With ``show=True`` a spinner names the running stage and a line reports its wall time,
-    so long single compiled calls (SLQ over a data set) are visibly alive.
-    """
+    ``show=True`` shows a spinner per stage, so long single compiled calls are visibly alive."""
 
     def __init__(self, show: bool = False) -> None:
         self.seconds: dict[str, float] = {}
@@ -340,9 +299,8 @@ class Timer:
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
-        status = console.status(f"[bold]{name}[/bold] ...") if self.show else nullcontext()
         try:
-            with status:
+            with console.status(f"[bold]{name}[/bold] ...") if self.show else nullcontext():
                 yield
         finally:
             dt = time.perf_counter() - t0
@@ -361,8 +319,7 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     if isinstance(x, jax.Array | np.ndarray | np.generic):
-        arr = np.asarray(x)
-        return arr.tolist()
+        return np.asarray(x).tolist()
     return x
 
 
@@ -372,7 +329,3 @@ def save_json(path: Path, obj: Any) -> Path:
     path.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=True))
     return path
 
-
-def as_float(x: Any) -> float:
-    """Host float of a scalar array."""
-    return float(jnp.asarray(x))

@@ -1,14 +1,11 @@
-"""Progress display for long work (rich), silent when disabled or not on a terminal.
-
-rich was chosen over tqdm because it renders both in terminals and in Jupyter and gives
-tables for the result summaries from the same dependency.
-"""
+"""Progress display for long work (rich), silent when disabled or not on a terminal. rich, not
+tqdm: it renders in terminals and Jupyter and also gives the result tables."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -22,17 +19,16 @@ results_console = Console()
 """Result tables: standard output (so ``prune-jax limit > out.txt`` keeps them)."""
 
 
-class ProgressHandle:
+class ProgressHandle(NamedTuple):
     """What :func:`progress_bar` yields: ``advance(**metrics)`` moves the bar by one."""
 
-    def __init__(self, progress: Progress | None, task: Any) -> None:
-        self._progress, self._task = progress, task
+    progress: Progress | None
+    task: Any
 
     def advance(self, n: int = 1, **metrics: float) -> None:
-        if self._progress is None:
-            return
-        text = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        self._progress.update(self._task, advance=n, metrics=text)
+        if self.progress is not None:
+            text = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            self.progress.update(self.task, advance=n, metrics=text)
 
 
 @contextlib.contextmanager
@@ -42,9 +38,8 @@ def progress_bar(description: str, *, total: int, completed: int = 0,
     if not enabled:
         yield ProgressHandle(None, None)
         return
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[metrics]}"), console=console, transient=False)
-    with progress:
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"), console=console,
+                  transient=False) as progress:
         task = progress.add_task(description, total=total, completed=completed, metrics="")
         yield ProgressHandle(progress, task)

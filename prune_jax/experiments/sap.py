@@ -1,23 +1,18 @@
 """``prune-jax sap``: iterative pruning with SAP, One Shot and Lottery Ticket (SPEC 3.2).
 
-One driver runs the three policies of the PQI paper (Diao et al., ICLR 2023):
+The three policies of the PQI paper (Diao et al., ICLR 2023): **SAP** (Algorithm 1) trains
+``m_t * w`` for ``E`` epochs, prunes ``c_t`` weights per scope unit from the PQ-Index bound and
+rewinds to ``w_init * m_{t+1}``; **Lottery Ticket** is the same loop pruning a fixed fraction
+``P = 0.2`` of the remaining weights of the trained ``w_t``; **One Shot** takes masks from the
+magnitudes of the dense trained ``w_0`` and never retrains (the model at iteration ``t`` is
+``w_0 * m_t``, the paper's section 4). Where the reference code differs from the paper
+(docs/differences.md): no gradient clipping by default (``--clip-norm``), the last epoch is
+reported (no best-checkpoint selection by test accuracy), and biases and BatchNorm parameters
+are rewound with the kernels.
 
-* **SAP** (Algorithm 1): train ``m_t * w`` for ``E`` epochs, prune ``c_t`` weights per scope unit
-  from the PQ-Index bound, rewind to ``w_init * m_{t+1}``;
-* **Lottery Ticket**: the same loop, pruning a fixed fraction ``P = 0.2`` of the remaining
-  weights of the trained ``w_t``;
-* **One Shot**: masks from the magnitudes of the dense trained model ``w_0`` (fraction ``P`` of
-  the remaining weights per iteration); never retrained: the model at iteration ``t`` is
-  ``w_0 * m_t`` (the paper, section 4: "retrained (w0 . mt for One Shot ...)").
-
-Choices where the reference code differs from the paper (documented in docs/differences.md):
-no gradient-norm clipping by default (``--clip-norm`` enables it), no selection of the best
-checkpoint by *test* accuracy (the last epoch is reported), biases and BatchNorm parameters are
-rewound to their initial values with the kernels.
-
-Each iteration records the retrained and the pruned-without-retraining test accuracy, the
-density, the PQ Index and Gini index (global and per layer), and the state is checkpointed
-with orbax after every iteration so a killed run resumes to the identical result.
+Each iteration records the retrained and the pruned-only test accuracy, the density, and the
+PQ Index and Gini index (global and per layer); the state is checkpointed with orbax after
+every iteration, so a killed run resumes to the identical result.
 """
 
 from __future__ import annotations
@@ -28,7 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from rich.table import Table
+from rich.table import Column, Table
 
 from prune_jax import models as M
 from prune_jax import plots
@@ -73,12 +68,7 @@ class Config(common.RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for method in self.methods:
-            try:
-                make_policy(method, self)
-            except common.UserError:
-                raise
-            except ValueError as err:  # the policy's own check (e.g. p, q of sap-P-Q)
-                raise common.UserError(f"--methods {method}: {err}") from err
+            make_policy(method, self)
 
 
 def make_policy(method: str, config: Config) -> Any:
@@ -89,7 +79,10 @@ def make_policy(method: str, config: Config) -> Any:
         except ValueError as err:
             raise common.UserError(f"--methods: {method!r} is not of the form sap-P-Q "
                                    "(e.g. sap-0.5-1)") from err
-        return S.SAP(p=p, q=q, eta=config.eta, gamma=config.gamma, beta=config.beta)
+        try:
+            return S.SAP(p=p, q=q, eta=config.eta, gamma=config.gamma, beta=config.beta)
+        except ValueError as err:  # the policy's own check (e.g. p, q of sap-P-Q)
+            raise common.UserError(f"--methods {method}: {err}") from err
     if method == "one-shot":
         return S.OneShot(fraction=config.fraction)
     if method == "lottery-ticket":
@@ -103,17 +96,13 @@ def _measures(params: PyTree, mask: PyTree, flags: PyTree) -> dict[str, Any]:
 
     Masked measures keep shapes static, so nothing recompiles as the mask shrinks.
     """
-    names = [n for n, f in zip(leaf_names(params), jax.tree.leaves(flags), strict=True) if f]
-    pick = lambda tree: [x for x, f in zip(jax.tree.leaves(tree), jax.tree.leaves(flags),
-                                           strict=True) if f]
-    live, live_mask = pick(params), pick(mask)
-    per_layer = list(zip(names, live, live_mask, strict=True))
-    return {
-        "pqi": float(S.pq_index(live, 0.5, 1.0, mask=live_mask)),
-        "gini": float(S.gini_index(live, mask=live_mask)),
-        "pqi_per_layer": {n: float(S.pq_index(x, 0.5, 1.0, mask=m)) for n, x, m in per_layer},
-        "gini_per_layer": {n: float(S.gini_index(x, mask=m)) for n, x, m in per_layer},
-    }
+    pick = lambda leaves: [x for x, f in zip(leaves, jax.tree.leaves(flags), strict=True) if f]
+    live, live_mask = pick(jax.tree.leaves(params)), pick(jax.tree.leaves(mask))
+    per_layer = list(zip(pick(leaf_names(params)), live, live_mask, strict=True))
+    return {"pqi": float(S.pq_index(live, 0.5, 1.0, mask=live_mask)),
+            "gini": float(S.gini_index(live, mask=live_mask)),
+            "pqi_per_layer": {n: float(S.pq_index(x, 0.5, 1.0, mask=m)) for n, x, m in per_layer},
+            "gini_per_layer": {n: float(S.gini_index(x, mask=m)) for n, x, m in per_layer}}
 
 
 def run_method(method: str, config: Config, setup: common.Setup, key: jax.Array,
@@ -125,8 +114,9 @@ def run_method(method: str, config: Config, setup: common.Setup, key: jax.Array,
     flags = prunable_tree(init_params)
     cfg = OptimizerConfig(learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                           clip_norm=config.clip_norm)
-    mask = jax.tree.map(lambda x: jnp.ones(x.shape, bool), init_params)
-    state = {"mask": mask, "dense_params": init_params, "dense_stats": init_stats}
+    density = lambda m: S.sparsity_report(m, prunable=flags).prunable.density
+    state = {"mask": jax.tree.map(lambda x: jnp.ones(x.shape, bool), init_params),
+             "dense_params": init_params, "dense_stats": init_stats}
     records: list[dict[str, Any]] = []
     manager = ckpt.manager(out / "checkpoints" / method)
     if manager.latest_step() is not None:
@@ -145,8 +135,7 @@ def run_method(method: str, config: Config, setup: common.Setup, key: jax.Array,
                                 key=jax.random.fold_in(key, t), mask=mask, progress=False)
                 params, stats = trained.state.params, trained.state.batch_stats
             else:  # One Shot: the model at iteration t is w_0 * m_t, never retrained
-                params = S.apply_mask(state["dense_params"], mask)
-                stats = state["dense_stats"]
+                params, stats = S.apply_mask(state["dense_params"], mask), state["dense_stats"]
             if t == 0:
                 state = {**state, "dense_params": params, "dense_stats": stats}
             acc = evaluate(setup.model, params, stats, setup.test_batches)
@@ -155,15 +144,9 @@ def run_method(method: str, config: Config, setup: common.Setup, key: jax.Array,
             pruned_acc = evaluate(setup.model, S.apply_mask(params, step.mask), stats,
                                   setup.test_batches)
             records.append({
-                "iteration": t,
-                "density": S.sparsity_report(mask, prunable=flags).prunable.density,
-                "accuracy": float(acc.accuracy),
-                "loss": float(acc.loss),
-                "pruned_accuracy": float(pruned_acc.accuracy),
-                "density_after_pruning": S.sparsity_report(step.mask,
-                                                           prunable=flags).prunable.density,
-                **_measures(params, mask, flags),
-            })
+                "iteration": t, "density": density(mask), "accuracy": float(acc.accuracy),
+                "loss": float(acc.loss), "pruned_accuracy": float(pruned_acc.accuracy),
+                "density_after_pruning": density(step.mask), **_measures(params, mask, flags)})
             state = {**state, "mask": step.mask}
             ckpt.save(manager, t + 1, (state, records))
             bar.advance(acc=records[-1]["accuracy"], density=records[-1]["density"])
@@ -173,8 +156,7 @@ def run_method(method: str, config: Config, setup: common.Setup, key: jax.Array,
 
 def run(config: Config) -> dict[str, Any]:
     """Run every method of ``config.methods`` and write ``sap.json`` and ``sap.png``."""
-    key = jax.random.key(config.seed)
-    k_init, k_train = jax.random.split(key)
+    k_init, k_train = jax.random.split(jax.random.key(config.seed))
     common.prepare_out(config)
     common.check_resume(config, config.out / "checkpoints")
     setup = common.set_up(config.model, config.dataset, key=k_init,
@@ -184,11 +166,10 @@ def run(config: Config) -> dict[str, Any]:
     plots.save(plots.iterative_trajectories(
         results, title=f"{config.model} on {config.dataset}, {config.scope} scope"),
         config.out / "sap.png")
-    table = Table(title=f"Iterative pruning: {config.model} on {config.dataset} "
-                        f"({config.scope} scope)")
-    for col in ("method", "iteration", "remaining %", "test acc (retrained)",
-                "test acc (pruned only)", "PQI(0.5,1)", "Gini"):
-        table.add_column(col, justify="right")
+    columns = ("method", "iteration", "remaining %", "test acc (retrained)",
+               "test acc (pruned only)", "PQI(0.5,1)", "Gini")
+    table = Table(*(Column(c, justify="right") for c in columns), title=(
+        f"Iterative pruning: {config.model} on {config.dataset} ({config.scope} scope)"))
     for m, recs in results.items():
         for r in recs:
             table.add_row(m, str(r["iteration"]), f"{100 * r['density']:.2f}",

@@ -1,10 +1,9 @@
 """``prune-jax spectrum``: the Hessian spectrum of a trained Flax model (SPEC section 1).
 
-Pipeline: train (or resume) the model, build the exact full-training-set HVP operator
-(inference mode, size-weighted over padded batches, SPEC 1.1), then one pass of Lanczos runs
-(:func:`prune_jax.estimate_spectrum`): the top-k eigenpairs, the (deflated) trace and the
-stochastic Lanczos quadrature. Writes ``spectrum.json`` and ``spectral_density.png`` into
-``--out``.
+Train (or resume) the model, build the exact full-training-set HVP operator (inference mode,
+SPEC 1.1), then one pass of Lanczos runs (:func:`prune_jax.estimate_spectrum`): the top-k
+eigenpairs, the (deflated) trace and the SLQ. Writes ``spectrum.json`` and
+``spectral_density.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -15,13 +14,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from rich.table import Table
+from rich.table import Column, Table
 
 from prune_jax import curvature as C
 from prune_jax import plots
 from prune_jax.experiments import common
 from prune_jax.experiments.common import flag
 from prune_jax.experiments.progress import console
+from prune_jax.experiments.train import evaluate
 
 __all__ = ["Config", "compute_spectrum", "run"]
 
@@ -51,14 +51,10 @@ class Config:
 
 def compute_spectrum(loss_fn: Any, params: Any, batches: dict[str, Any], *, key: jax.Array,
                      probes: int, steps: int, top_k: int, top_steps: int) -> dict[str, Any]:
-    """Top-k eigenpairs, trace and SLQ of the full-data-set Hessian, one pass (SPEC 1.1-1.3).
-
+    """Top-k eigenpairs, trace and SLQ of the full-data-set Hessian, one pass (SPEC 1.1-1.3):
     ``probes`` Lanczos runs (the first of ``top_steps`` steps, the others of ``steps``) by
-    :func:`prune_jax.estimate_spectrum` on the exact data-set operator; returns
-    ``{"top", "trace", "slq", "operator"}``.
-    """
-    batch_sizes = jnp.sum(batches["w"], axis=1)
-    op = C.hvp_operator(loss_fn, params, batches, batch_sizes=batch_sizes)
+    :func:`prune_jax.estimate_spectrum`. Returns ``{"top", "trace", "slq", "operator"}``."""
+    op = C.hvp_operator(loss_fn, params, batches, batch_sizes=jnp.sum(batches["w"], axis=1))
     s = C.estimate_spectrum(op, params, key=key, num_probes=max(probes, 2), num_steps=steps,
                             top_steps=top_steps, k=top_k)
     return {"top": s.top, "trace": s.trace, "slq": s.quadrature, "operator": op}
@@ -67,9 +63,9 @@ def compute_spectrum(loss_fn: Any, params: Any, batches: dict[str, Any], *, key:
 def run(config: Config) -> dict[str, Any]:
     """Run the spectrum pipeline; return (and save) its results."""
     timer = common.Timer(show=config.progress)
-    setup, result, k_spec = common.set_up_and_train(config, timer, train_stage="train")
+    setup, result, k_spec = common.set_up_and_train(config, timer)
     params, stats = result.state.params, result.state.batch_stats
-    test_acc = common.accuracy(setup, params, stats)
+    test_acc = float(evaluate(setup.model, params, stats, setup.test_batches).accuracy)
     with timer("spectrum"):
         spec = compute_spectrum(common.full_data_loss(setup, stats), params,
                                 setup.train_batches, key=k_spec, probes=config.probes,
@@ -77,27 +73,19 @@ def run(config: Config) -> dict[str, Any]:
                                 top_steps=config.top_steps)
     top, trace, sq = spec["top"], spec["trace"], spec["slq"]
     summary = {
-        "config": config,
-        "dimension": int(sq.dim),
-        "test_accuracy": test_acc,
-        "top_eigenvalues": top.eigenvalues,
-        "top_residuals": top.residuals,
-        "trace_hutchinson": float(trace.estimate),
-        "trace_hutchinson_stderr": float(trace.stderr),
-        "trace_slq": float(sq.expect(lambda x: x) * sq.dim),
-        "slq_nodes": sq.nodes,
-        "slq_weights": sq.weights,
-        "seconds": timer.seconds,
-    }
+        "config": config, "dimension": int(sq.dim), "test_accuracy": test_acc,
+        "top_eigenvalues": top.eigenvalues, "top_residuals": top.residuals,
+        "trace_hutchinson": float(trace.estimate), "trace_hutchinson_stderr": float(trace.stderr),
+        "trace_slq": float(sq.expect(lambda x: x) * sq.dim), "slq_nodes": sq.nodes,
+        "slq_weights": sq.weights, "seconds": timer.seconds}
     out = config.out
     common.save_json(out / "spectrum.json", summary)
     plots.save(plots.spectral_density(sq, top_eigenvalues=list(map(float, top.eigenvalues))),
                out / "spectral_density.png")
 
-    table = Table(title=f"Hessian spectrum: {config.model} on {config.dataset} "
+    table = Table("quantity", Column("value", justify="right"),
+                  title=f"Hessian spectrum: {config.model} on {config.dataset} "
                         f"(D = {int(sq.dim):,}, test accuracy {test_acc:.4f})")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
     for i, (lam, res) in enumerate(zip(top.eigenvalues, top.residuals, strict=True)):
         table.add_row(f"lambda_{i + 1} (residual)", f"{float(lam):.6g} ({float(res):.1e})")
     table.add_row("trace, Hutchinson/Hutch++ (+- stderr)",

@@ -1,14 +1,10 @@
 """Supervised training of Flax classifiers with optax, compiled one epoch at a time.
 
-One epoch is one ``jax.jit``-compiled ``lax.scan`` over mini-batches drawn on the device
-(``prune_jax.data.epoch_indices``), so there is no host round-trip per step; the host syncs
-once per epoch to show progress and, every ``checkpoint_every`` epochs, to save an orbax
-checkpoint. The PRNG key of epoch ``e`` is ``fold_in(key, e)``, so a run that is killed and
-resumed from its checkpoint reproduces the uninterrupted run exactly.
-
-The optimizer is built *inside* the compiled epoch from the current pruning mask
-(``make_optimizer(mask)``), so masks are jit arguments: iterative pruning reuses one
-compilation for every mask.
+One epoch is one jitted ``lax.scan`` over mini-batches drawn on the device, so the host syncs
+once per epoch (progress, and an orbax checkpoint every ``checkpoint_every`` epochs). Epoch
+``e`` uses the key ``fold_in(key, e)``, so a killed and resumed run reproduces the uninterrupted
+one exactly. The optimizer is built inside the compiled epoch from the current pruning mask,
+so masks are jit arguments and iterative pruning compiles once for every mask.
 """
 
 from __future__ import annotations
@@ -31,17 +27,8 @@ from prune_jax.experiments.progress import progress_bar
 from prune_jax.sparsity.transforms import keep_pruned, l1
 from prune_jax.tree import PyTree
 
-__all__ = [
-    "EvalResult",
-    "OptimizerConfig",
-    "TrainResult",
-    "TrainState",
-    "TrainingDiverged",
-    "evaluate",
-    "loss_and_updates",
-    "make_optimizer",
-    "train",
-]
+__all__ = ["EvalResult", "OptimizerConfig", "TrainResult", "TrainState", "TrainingDiverged",
+           "evaluate", "loss_and_updates", "make_optimizer", "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,12 +60,9 @@ class TrainResult(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """SGD-with-momentum recipe (SPEC 2.4 reference: momentum 0.9, weight decay 0).
-
-    ``l1`` is the strength lambda of the l1 penalty, applied as the optax transform
-    :func:`prune_jax.l1` to the prunable kernels only; ``schedule`` is ``"constant"`` or
-    ``"cosine"`` (cosine decay over ``total_steps``).
-    """
+    """SGD-with-momentum recipe (SPEC 2.4: momentum 0.9, weight decay 0). ``l1`` is the
+    strength of :func:`prune_jax.l1` on the prunable kernels; ``schedule`` is ``"constant"`` or
+    ``"cosine"`` (decay over the whole run)."""
 
     learning_rate: float = 0.05
     momentum: float = 0.9
@@ -92,9 +76,8 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int,
                    prunable: PyTree | None = None) -> Callable[[PyTree | None], Any]:
     """Return ``mask -> optax.GradientTransformation`` for ``cfg``.
 
-    Chain order: ``[clip] -> l1 -> weight decay -> sgd(momentum) -> keep_pruned(mask)``, so the
-    l1 subgradient (SPEC 2.4) enters the momentum like any gradient term, and pruned weights
-    receive exactly zero updates whatever the optimizer does.
+    Chain: ``[clip] -> l1 -> weight decay -> sgd(momentum) -> keep_pruned(mask)``, so the l1
+    subgradient enters the momentum like any gradient term and pruned weights get zero updates.
     """
     if cfg.schedule == "cosine":
         lr: Any = optax.cosine_decay_schedule(cfg.learning_rate, max(total_steps, 1))
@@ -119,28 +102,22 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int,
     return build
 
 
-def _apply(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array, *,
-           train: bool) -> tuple[jax.Array, PyTree]:
-    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-    if train and batch_stats:
-        logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
-        return logits, updates["batch_stats"]
-    return model.apply(variables, x, train=train), batch_stats
-
-
 def loss_and_updates(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array,
                      y: jax.Array, w: jax.Array | None = None, *, train: bool = False
                      ) -> tuple[jax.Array, tuple[PyTree, jax.Array]]:
     """Weighted mean softmax cross-entropy; returns ``(loss, (new_batch_stats, logits))``.
 
-    ``w`` are per-example weights (1 real, 0 padding); ``train`` selects BatchNorm's mode
-    (inference by default, the toolkit's default for curvature, SPEC 1.1).
-    """
-    logits, new_stats = _apply(model, params, batch_stats, x, train=train)
+    ``w``: per-example weights (1 real, 0 padding); ``train``: BatchNorm's mode (inference by
+    default, as for curvature, SPEC 1.1)."""
+    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+    if train and batch_stats:
+        logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        batch_stats = updates["batch_stats"]
+    else:
+        logits = model.apply(variables, x, train=train)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)
-    if w is None:
-        return ce.mean(), (new_stats, logits)
-    return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0), (new_stats, logits)
+    loss = ce.mean() if w is None else jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0)
+    return loss, (batch_stats, logits)
 
 
 @functools.lru_cache(maxsize=32)
@@ -160,12 +137,9 @@ def _epoch_fn(model: nn.Module, info: D.DatasetInfo, batch_size: int, cfg: Optim
             params, stats, opt_state = carry
             i, k = inputs
             xb = D.preprocess(x[i], info, key=k, train=True)
-
-            def objective(p):
-                return loss_and_updates(model, p, stats, xb, y[i], train=True)
-
-            (loss, (new_stats, logits)), grads = jax.value_and_grad(objective, has_aux=True)(
-                params)
+            (loss, (new_stats, logits)), grads = jax.value_and_grad(
+                lambda p: loss_and_updates(model, p, stats, xb, y[i], train=True),
+                has_aux=True)(params)
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             acc = jnp.mean(jnp.argmax(logits, -1) == y[i])
@@ -174,23 +148,19 @@ def _epoch_fn(model: nn.Module, info: D.DatasetInfo, batch_size: int, cfg: Optim
         keys = jax.random.split(aug_key, idx.shape[0])
         (params, stats, opt_state), (losses, accs) = jax.lax.scan(
             step, (state.params, state.batch_stats, state.opt_state), (idx, keys))
-        new_state = TrainState(params, stats, opt_state, state.epoch + 1)
-        return new_state, {"train_loss": losses.mean(), "train_accuracy": accs.mean()}
+        return (TrainState(params, stats, opt_state, state.epoch + 1),
+                {"train_loss": losses.mean(), "train_accuracy": accs.mean()})
 
     return jax.jit(epoch)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def evaluate(model: nn.Module, params: PyTree, batch_stats: PyTree,
              batches: dict[str, Any]) -> EvalResult:
     """Loss and accuracy over padded batches ``{"x", "y", "w"}`` (inference mode).
 
     One compiled ``lax.map`` over the batch axis; padding (``w == 0``) is excluded exactly.
     """
-    return _evaluate(model, params, batch_stats, batches)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _evaluate(model, params, batch_stats, batches):
     def one(b):
         loss, (_, logits) = loss_and_updates(model, params, batch_stats, b["x"], b["y"], b["w"])
         n = jnp.sum(b["w"])
@@ -214,27 +184,26 @@ def train(model: nn.Module, variables: dict[str, PyTree], split: D.Split, info: 
           progress: bool = True, description: str = "training") -> TrainResult:
     """Train ``model`` for ``epochs`` epochs (SPEC 2.4 recipe: SGD momentum, optional l1).
 
-    With ``checkpoint_dir`` the state is saved with orbax every ``checkpoint_every`` epochs and
-    a later call with the same arguments resumes from the latest checkpoint, giving the same
-    result as an uninterrupted run. ``mask`` (True = kept) keeps pruned weights at exactly 0.
-    """
+    With ``checkpoint_dir``, orbax saves the state every ``checkpoint_every`` epochs and a later
+    call with the same arguments resumes from the latest checkpoint, giving the result of an
+    uninterrupted run. ``mask`` (True = kept) keeps pruned weights at exactly 0."""
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if batch_size < 1 or batch_size > split.x.shape[0]:
         raise ValueError(f"batch_size must be in [1, {split.x.shape[0]}], got {batch_size}")
-    steps_per_epoch = split.x.shape[0] // batch_size
-    build_tx = make_optimizer(cfg, epochs * steps_per_epoch, prunable)
+    total_steps = epochs * (split.x.shape[0] // batch_size)
     params = variables["params"]
-    stats = variables.get("batch_stats", {})
-    state = TrainState(params, stats, build_tx(mask).init(params), jnp.asarray(0, jnp.int32))
+    state = TrainState(params, variables.get("batch_stats", {}),
+                       make_optimizer(cfg, total_steps, prunable)(mask).init(params),
+                       jnp.asarray(0, jnp.int32))
     history: dict[str, list[float]] = {"train_loss": [], "train_accuracy": []}
 
-    manager = ckpt.manager(checkpoint_dir) if checkpoint_dir is not None else None
+    manager = None if checkpoint_dir is None else ckpt.manager(checkpoint_dir)
     if manager is not None and manager.latest_step() is not None:
         state, history = ckpt.restore(manager, (state, history))
     key_flags = None if prunable is None else (jax.tree.structure(prunable),
                                                tuple(bool(f) for f in jax.tree.leaves(prunable)))
-    epoch_fn = _epoch_fn(model, info, batch_size, cfg, epochs * steps_per_epoch, key_flags)
+    epoch_fn = _epoch_fn(model, info, batch_size, cfg, total_steps, key_flags)
     x, y = jnp.asarray(split.x), jnp.asarray(split.y)
     start = int(state.epoch)
     with progress_bar(description, total=epochs, completed=start, enabled=progress) as bar:

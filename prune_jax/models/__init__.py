@@ -1,9 +1,6 @@
-"""The Flax model zoo of the PQI/SAP paper and the fundamental-limit paper.
-
-See :mod:`prune_jax.models.common` for the conventions every model follows (``train`` flag,
-BatchNorm modes, ``kernel`` naming, initialisation) and :func:`get_model` for the names.
-Models import nothing from the core math (curvature, limits, sparsity).
-"""
+"""The Flax model zoo of the PQI/SAP paper and the fundamental-limit paper: conventions in
+:mod:`prune_jax.models.common`, names in :func:`get_model`. Models import nothing from the
+core math (curvature, limits, sparsity)."""
 
 from __future__ import annotations
 
@@ -16,18 +13,5 @@ from prune_jax.models.registry import MODEL_NAMES, get_model
 from prune_jax.models.resnet import BasicBlock, Bottleneck, ResNet
 from prune_jax.models.vgg import VGG
 
-__all__ = [
-    "CNN",
-    "CNN1D",
-    "MLP",
-    "MODEL_NAMES",
-    "VGG",
-    "AlexNet",
-    "BasicBlock",
-    "Bottleneck",
-    "Linear",
-    "ResNet",
-    "get_model",
-    "init_variables",
-    "param_count",
-]
+__all__ = ["CNN", "CNN1D", "MLP", "MODEL_NAMES", "VGG", "AlexNet", "BasicBlock", "Bottleneck",
+           "Linear", "ResNet", "get_model", "init_variables", "param_count"]

@@ -1,18 +1,13 @@
 """AlexNet as run on CIFAR-10 by the fundamental-limit paper's reference code (SPEC 2.4).
 
-The paper gives no AlexNet table and no parameter count. Its code (Global-One-shot-Pruning,
-``model.py`` and ``trainer.py``) upsamples each 32x32 CIFAR image 7x by nearest-neighbour
-interpolation (``F.interpolate(images, scale_factor=7)`` -> 224x224) and applies the classic
-single-tower AlexNet without dropout or normalisation:
-
+The paper gives no AlexNet table. Its code (Global-One-shot-Pruning, ``model.py``,
+``trainer.py``) upsamples each 32x32 image 7x by nearest-neighbour interpolation (224x224) and
+applies the single-tower AlexNet without dropout or normalisation:
 ``Conv11x11(96, stride 4, pad 1) - ReLU - MaxPool3/2 - Conv5x5(256, pad 2) - ReLU - MaxPool3/2
 - Conv3x3(384) - ReLU - Conv3x3(384) - ReLU - Conv3x3(256) - ReLU - MaxPool3/2
 - Dense(4096) - ReLU - Dense(4096) - ReLU - Dense(num_classes)``.
-
-This module reproduces that choice, including the upsampling (``upsample=7``) inside the
-model, so the model takes ordinary 32x32 CIFAR batches. On CIFAR-10 it has 46,787,978
-parameters (the 5x5x256 feature map feeds the 6400-wide first dense layer). ``upsample`` is
-configurable; the dense input width follows the feature-map size.
+Here the upsampling (``upsample=7``) is inside the model, which so takes 32x32 CIFAR batches;
+46,787,978 parameters on CIFAR-10 (the dense input width follows the feature-map size).
 """
 
 from __future__ import annotations
@@ -58,9 +53,7 @@ class AlexNet(nn.Module):
                             padding=((pad, pad), (pad, pad)), kernel_init=he_normal)
             return nn.relu(layer(h))
 
-        def pool(h: jax.Array) -> jax.Array:
-            return nn.max_pool(h, (3, 3), strides=(2, 2))
-
+        pool = lambda h: nn.max_pool(h, (3, 3), strides=(2, 2))
         x = pool(conv(x, 96, 11, 4, 1))
         x = pool(conv(x, 256, 5, 1, 2))
         x = conv(conv(conv(x, 384, 3, 1, 1), 384, 3, 1, 1), 256, 3, 1, 1)

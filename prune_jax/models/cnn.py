@@ -1,14 +1,11 @@
 """The PQI paper's CNN (appendix C, Table 2) and a small variant for 8x8 digits.
 
-Each stage is ``Conv3x3(stride 1, pad 1) - BatchNorm - ReLU``, followed by a 2x2 max-pool for
-the first ``num_pools`` stages; then global average pooling and ``Dense(num_classes)``.
-
-Max-pool choice (SPEC 3.2). Table 2 of the paper lists a max-pool after all four stages; the
-reference code (``src/models/cnn.py``) builds ``[conv, bn, relu, pool] * 4`` and then drops the
-last pool (``blocks[:-1]``), i.e. 3 max-pools, and that code produced the published numbers.
-The default here is the reference code's ``num_pools=3``; ``num_pools=4`` gives Table 2. The
-parameter count does not depend on it (1,556,874 for 1 input channel and 10 classes, 1,558,026
-for 3 channels: the "1.6 M" of Table 3). With 3 pools the model also runs on 8x8 inputs.
+Each stage is ``Conv3x3(pad 1) - BatchNorm - ReLU``, followed by a 2x2 max-pool for the first
+``num_pools`` stages; then global average pooling and ``Dense(num_classes)``. Table 2 lists a
+max-pool after all four stages (``num_pools=4``); the default is the reference code's 3
+(``src/models/cnn.py`` drops the last pool), which produced the published numbers and also
+runs on 8x8 inputs (SPEC 3.2). Either way 1,556,874 parameters for 1 input channel and 10
+classes, 1,558,026 for 3 channels (the "1.6 M" of Table 3).
 """
 
 from __future__ import annotations

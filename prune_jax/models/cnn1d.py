@@ -1,9 +1,6 @@
-"""A small 1-D CNN for sequence data sets such as MNIST-1D (``(N, L, C)`` inputs).
-
-After Greydanus (2020), the MNIST-1D reference CNN: three ``Conv1d(kernel 5, stride 2)``
-layers with ReLU, then a linear classifier on the flattened features. No normalisation, so
-the Hessian of a trained model has no BatchNorm statistics to choose a mode for.
-"""
+"""A small 1-D CNN for sequences such as MNIST-1D (``(N, L, C)`` inputs), after Greydanus's
+(2020) reference CNN: three ``Conv1d(kernel 5, stride 2)`` - ReLU layers, then a linear
+classifier. No normalisation, so the Hessian has no BatchNorm mode to choose."""
 
 from __future__ import annotations
 
@@ -29,8 +26,7 @@ class CNN1D(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        """Logits ``(N, num_classes)`` of sequences ``(N, L, C)``; ``train`` is accepted for
-        interface uniformity."""
+        """Logits ``(N, num_classes)``; ``train`` is accepted for interface uniformity."""
         del train
         if jnp.ndim(x) != 3:
             raise ValueError(f"CNN1D: x must be a batch of sequences (N, L, C), got shape "

@@ -2,16 +2,15 @@
 
 Conventions of every model in :mod:`prune_jax.models` (SPEC 2.4, 3.2):
 
-* ``__call__(self, x, train: bool = False)``; ``x`` is a batch ``(N, H, W, C)`` (MLPs also
-  accept any ``(N, ...)`` and flatten it themselves).
-* BatchNorm runs with ``use_running_average=not train``: ``train=True`` normalises with batch
-  statistics and must be applied with ``mutable=["batch_stats"]``; ``train=False`` (the
-  default) is inference mode with the running statistics.
+* ``__call__(self, x, train: bool = False)``; ``x`` is a batch ``(N, H, W, C)`` (MLPs flatten
+  any ``(N, ...)``).
+* ``train=True`` normalises with batch statistics (apply with ``mutable=["batch_stats"]``);
+  ``train=False``, the default, is inference mode with BatchNorm's running statistics.
 * Dense/Conv weights are Flax ``kernel`` leaves (neuron axis last), so
   :func:`prune_jax.tree.default_prunable` selects exactly the weights both papers prune.
-* Kernels use He (Kaiming) normal initialisation, ``fan_in``, gain ``sqrt(2)``, biases zero:
-  the initialisation of the fundamental-limit reference code (``kaiming_normal``).
-* BatchNorm uses PyTorch's defaults (momentum 0.1 there = 0.9 here, epsilon 1e-5).
+* He (Kaiming) normal kernels (``fan_in``, gain ``sqrt(2)``) and zero biases, as the
+  fundamental-limit reference code; BatchNorm with PyTorch's defaults (momentum 0.1 there =
+  0.9 here, epsilon 1e-5).
 """
 
 from __future__ import annotations
@@ -26,16 +25,8 @@ import jax.numpy as jnp
 
 from prune_jax.tree import tree_size
 
-__all__ = [
-    "batch_norm",
-    "check_images",
-    "flatten",
-    "he_normal",
-    "init_variables",
-    "param_count",
-]
-
-Variables = dict[str, Any]
+__all__ = ["batch_norm", "check_images", "flatten", "he_normal", "init_variables",
+           "param_count"]
 
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 """Kaiming normal initialiser (``fan_in``, ReLU gain): ``N(0, 2 / fan_in)``."""
@@ -47,8 +38,7 @@ def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
 
 
 def check_images(x: jax.Array, model: str, min_size: int = 1) -> None:
-    """Raise ``ValueError`` naming ``x`` unless it is an ``(N, H, W, C)`` batch with H, W at
-    least ``min_size``."""
+    """Raise ``ValueError`` unless ``x`` is an ``(N, H, W, C)`` batch with H, W >= ``min_size``."""
     if jnp.ndim(x) != 4:
         raise ValueError(f"{model}: x must be a batch of images (N, H, W, C), got shape "
                          f"{jnp.shape(x)}")
@@ -66,7 +56,7 @@ def flatten(x: jax.Array, model: str) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "input_shape"))
-def _init(model: nn.Module, key: jax.Array, input_shape: tuple[int, ...]) -> Variables:
+def _init(model: nn.Module, key: jax.Array, input_shape: tuple[int, ...]) -> dict[str, Any]:
     return model.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
 
 
@@ -78,22 +68,15 @@ def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
-def init_variables(model: nn.Module, key: jax.Array, input_shape: Sequence[int]) -> Variables:
-    """Initialise ``model`` for inputs of shape ``input_shape`` (one example, no batch axis).
-
-    Returns the Flax variables dict: ``{"params": ...}`` plus ``"batch_stats"`` for models with
-    BatchNorm. Initialisation is jitted (fast for the large CIFAR models on CPU).
-    """
+def init_variables(model: nn.Module, key: jax.Array, input_shape: Sequence[int]
+                   ) -> dict[str, Any]:
+    """Initialise ``model`` (jitted) for inputs of shape ``input_shape`` (no batch axis): the
+    Flax variables ``{"params": ...}``, plus ``"batch_stats"`` for models with BatchNorm."""
     return dict(_init(model, key, _check_shape(input_shape)))
 
 
 def param_count(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Number of trainable parameters (the ``params`` collection; BN scale/bias included,
-    running statistics excluded), counted with :func:`jax.eval_shape` without allocating.
-
-    These are the counts SPEC 2.4 lists (e.g. 11,220,132 for ResNet18 on CIFAR-100).
-    """
-    shape = _check_shape(input_shape)
-    init = functools.partial(model.init, train=False)
-    shapes = jax.eval_shape(init, jax.random.key(0), jnp.zeros((1, *shape), jnp.float32))
-    return tree_size(shapes["params"])
+    """Number of trainable parameters (``params``: BN scale/bias included, running statistics
+    excluded; the counts of SPEC 2.4), from :func:`jax.eval_shape` without allocating."""
+    init = functools.partial(_init, model, input_shape=_check_shape(input_shape))
+    return tree_size(jax.eval_shape(init, jax.random.key(0))["params"])

@@ -1,8 +1,5 @@
 """Fully connected models: ``Linear`` and ``MLP`` (PQI paper, appendix C Table 1) and the
-FC5 / FC12 presets of the fundamental-limit paper (SPEC 2.4).
-
-Both flatten their input, so they accept images ``(N, H, W, C)`` as well as vectors ``(N, d)``.
-"""
+FC5 / FC12 presets of the fundamental-limit paper (SPEC 2.4). Both flatten their input."""
 
 from __future__ import annotations
 
@@ -29,10 +26,8 @@ FC12_HIDDEN: tuple[int, ...] = (1000, 900, 800, 750, 700, 650, 600, 500, 400, 20
 
 
 class Linear(nn.Module):
-    """Multinomial logistic regression ``Linear(nc*H*W, K)`` (PQI paper, "Linear" backbone).
-
-    7,850 parameters on (Fashion-)MNIST and 30,730 on CIFAR-10, as in the paper's Table 3.
-    """
+    """Multinomial logistic regression ``Linear(nc*H*W, K)`` (PQI paper, "Linear" backbone):
+    7,850 parameters on (Fashion-)MNIST and 30,730 on CIFAR-10, as in the paper's Table 3."""
 
     num_classes: int
 
@@ -44,11 +39,8 @@ class Linear(nn.Module):
 
 
 class MLP(nn.Module):
-    """ReLU multilayer perceptron ``input - hidden[0] - ... - hidden[-1] - num_classes``.
-
-    No normalisation and no dropout (neither paper uses them in its MLPs). Layers are named
-    ``Dense_0`` (first hidden layer) to ``Dense_{len(hidden)}`` (the classifier).
-    """
+    """ReLU multilayer perceptron ``input - hidden[0] - ... - hidden[-1] - num_classes``, no
+    normalisation or dropout (as in both papers); layers ``Dense_0`` to ``Dense_{len(hidden)}``."""
 
     num_classes: int
     hidden: Sequence[int] = PQI_MLP_HIDDEN

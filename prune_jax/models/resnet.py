@@ -1,12 +1,11 @@
 """CIFAR ResNets (He et al. 2016) as used by both papers: ResNet18 and ResNet50.
 
-CIFAR stem: ``Conv3x3(64, stride 1, pad 1, no bias) - BN - ReLU`` with no max-pool; four
-stages of widths 64, 128, 256, 512 with strides 1, 2, 2, 2; global average pooling; one
-linear head. Convolutions have no bias (BN follows each). A block whose stride or width
-changes gets a projection shortcut ``Conv1x1(stride) - BN``. Bottleneck blocks put the stride
-on the 3x3 convolution. This is the reference code's ResNet (fundamental-limit repository,
-``model.py``), with 11,220,132 (ResNet18) and 23,705,252 (ResNet50) parameters on CIFAR-100
-(SPEC 2.4); the PQI paper's ResNet18 is the same network (11.2 M on CIFAR-10).
+Stem ``Conv3x3(64) - BN - ReLU`` without max-pool; four stages of widths 64-512 with strides
+1, 2, 2, 2; global average pooling; one linear head. Convolutions have no bias (BN follows
+each); a block whose stride or width changes gets a ``Conv1x1(stride) - BN`` shortcut;
+bottlenecks stride on the 3x3 convolution. The fundamental-limit reference code's ResNet:
+11,220,132 (ResNet18) and 23,705,252 (ResNet50) parameters on CIFAR-100 (SPEC 2.4); the PQI
+paper's ResNet18 is the same network.
 """
 
 from __future__ import annotations
@@ -20,12 +19,9 @@ from prune_jax.models.common import batch_norm, check_images, he_normal
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet"]
 
-_PAD1 = ((1, 1), (1, 1))
-
-
 def _conv(features: int, size: int, strides: int = 1, name: str | None = None) -> nn.Conv:
-    pad = _PAD1 if size == 3 else ((0, 0), (0, 0))
-    return nn.Conv(features, (size, size), strides=(strides, strides), padding=pad,
+    pad = (size // 2, size // 2)  # 1 for 3x3, 0 for 1x1
+    return nn.Conv(features, (size, size), strides=(strides, strides), padding=(pad, pad),
                    use_bias=False, kernel_init=he_normal, name=name)
 
 

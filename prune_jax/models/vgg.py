@@ -1,11 +1,9 @@
 """VGG16 with BatchNorm and a single ``512 -> num_classes`` head (fundamental-limit paper,
-SPEC 2.4: 14,728,266 parameters on CIFAR-10 with BN).
-
-Follows the reference code (``VGG('VGG16')`` of the Global-One-shot-Pruning repository):
-thirteen ``Conv3x3(pad 1, with bias) - BN - ReLU`` layers in the configuration
-``64 64 M 128 128 M 256 256 256 M 512 512 512 M 512 512 512 M``, then one linear layer.
-The reference flattens a 1x1x512 map; here the final map is averaged over space, which is the
-same operation on 32x32 inputs and keeps the 512-wide head for larger inputs.
+SPEC 2.4: 14,728,266 parameters on CIFAR-10), as ``VGG('VGG16')`` of the reference code:
+thirteen ``Conv3x3(pad 1, with bias) - BN - ReLU`` layers in the configuration ``64 64 M 128
+128 M 256 256 256 M 512 512 512 M 512 512 512 M``, then one linear layer. The reference
+flattens a 1x1x512 map; here the final map is averaged over space, the same on 32x32 inputs,
+which keeps the 512-wide head for larger inputs.
 """
 
 from __future__ import annotations
