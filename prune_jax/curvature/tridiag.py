@@ -35,10 +35,14 @@ __all__ = ["LanczosResult", "RitzDecomposition", "default_tol", "lanczos", "lanc
 class LanczosResult(NamedTuple):
     """Output of :func:`lanczos` (SPEC 1.2): ``T_m = tridiag(betas[:-1], alphas, betas[:-1])``.
 
-    ``betas[m-1]`` is the ``beta_m`` of the Ritz residuals; a zero ``beta`` marks a breakdown.
-    ``basis``: ``None``, or (``return_basis=True``) ``q_1..q_m`` as a pytree shaped like ``v0``
-    with a leading axis ``m``. ``length``: the valid steps (``m`` unless the no-basis mode
-    stopped at a breakdown; later entries are zero, with zero quadrature weight).
+    Attributes:
+        alphas: ``(m,)`` diagonal of ``T_m``.
+        betas: ``(m,)`` off-diagonal; ``betas[m-1]`` is the ``beta_m`` of the Ritz residuals,
+            and a zero ``beta`` marks a breakdown.
+        basis: ``None``, or (``return_basis=True``) ``q_1..q_m`` as a pytree shaped like
+            ``v0`` with a leading axis ``m``.
+        length: the valid steps (``m`` unless the no-basis mode stopped at a breakdown;
+            later entries are zero, with zero quadrature weight).
     """
 
     alphas: Array

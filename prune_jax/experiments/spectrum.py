@@ -27,26 +27,21 @@ __all__ = ["Config", "compute_spectrum", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(common.RunConfig):
     """Options of ``prune-jax spectrum`` (each field is a command-line flag)."""
 
-    model: str = flag("mlp_small", "model name from prune_jax.models.MODEL_NAMES")
-    dataset: str = flag("digits", "digits (offline default), mnist, fashion_mnist, cifar10, "
-                        "cifar100")
-    data_dir: str | None = flag(None, "tfds data directory (tfds data sets only)")
-    epochs: int = flag(30, "training epochs")
-    batch_size: int = flag(64, "training batch size")
-    learning_rate: float = flag(0.05, "SGD learning rate (cosine decay)")
-    l1: float = flag(0.0, "l1 penalty strength lambda during training")
     probes: int = flag(16, "SLQ probe vectors (Lanczos runs; the trace adds probes to a 2% "
-                       "standard error)")
-    steps: int = flag(64, "Lanczos steps per probe")
-    top_k: int = flag(5, "number of top eigenvalues")
-    top_steps: int = flag(80, "Lanczos steps of the first run (the top-k pairs)")
-    eval_batch_size: int = flag(512, "batch size of the full-data-set HVP")
-    seed: int = flag(0, "PRNG seed")
+                       "standard error)", low=1)
+    steps: int = flag(64, "Lanczos steps per probe", low=2)
+    top_k: int = flag(5, "number of top eigenvalues", low=1)
+    top_steps: int = flag(80, "Lanczos steps of the first run (the top-k pairs)", low=2)
     out: Path = flag(Path("results/spectrum"), "output directory")
-    progress: bool = flag(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.top_k > self.top_steps:
+            raise common.UserError(f"--top-k {self.top_k} exceeds --top-steps "
+                                   f"{self.top_steps}: give --top-steps at least --top-k")
 
 
 def compute_spectrum(loss_fn: Any, params: Any, batches: dict[str, Any], *, key: jax.Array,

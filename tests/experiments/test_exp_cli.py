@@ -25,6 +25,7 @@ BAD = [
     (["sap", "--methods", "sap-2-1"], "--methods sap-2-1: p must satisfy"),
     (["sap", "--methods", "magic"], "--methods: unknown method 'magic'"),
     (["calibrate", "--l1-budgets", "-1"], "--l1-budgets must be >= 0"),
+    (["spectrum", "--top-k", "9", "--top-steps", "8"], "--top-k 9 exceeds --top-steps 8"),
     (["calibrate", "--runs", "digits"], "--runs: 'digits' is not data set:model"),
 ]
 
@@ -87,6 +88,15 @@ def test_resume_refuses_other_training_settings_and_reuses_the_model(tmp_path, c
     # --overwrite trains again under the new settings
     assert cli.main([*base, "--l1", "5e-5", "--overwrite"]) == 0
     assert json.loads((tmp_path / "run" / "limit.json").read_text())["config"]["l1"] == 5e-5
+
+
+def test_spectrum_refuses_to_resume_under_other_training_settings(tmp_path, capsys):
+    base = ["spectrum", "--model", "linear", "--epochs", "1", "--probes", "2", "--steps", "4",
+            "--top-k", "1", "--top-steps", "4", "--no-progress", "--out", str(tmp_path / "s")]
+    assert cli.main(base) == 0
+    capsys.readouterr()
+    assert cli.main([*base, "--epochs", "2"]) == 2
+    assert "--epochs: checkpoint 1, now 2" in capsys.readouterr().err
 
 
 def test_divergence_stops_with_exit_1(tmp_path, capsys):
