@@ -59,7 +59,8 @@ def test_band_mass_of_exact_eigenvalues():
     (0.90, 0.95, 0.11, ("quadratic model off",)),
     (0.95, 0.90, 0.11, ("loose eps",)),
     (0.95, 0.95, 0.70, ("interpolating model",)),
-    (0.80, 0.80, 0.70, ("quadratic model off", "loose eps", "interpolating model")),
+    (0.85, 0.80, 0.70, ("quadratic model off", "loose eps", "interpolating model")),
+    (0.80, 0.85, 0.11, ("quadratic model off",)),  # the loss left first: not a loose eps
 ])
 def test_training_check_warns_exactly_when_its_condition_holds(loss_limit, accuracy_limit,
                                                                test_loss, expected):
